@@ -1,0 +1,269 @@
+"""Every exception the SDK raises, and the mapping from Baidu's answers to them.
+
+The tree, so a reader sees it before any class::
+
+    SwanAuthError
+    ├── InvalidInputError (also ValueError)   bad code, before any request
+    ├── ConfigurationError (also ValueError)  bad settings, missing environment variables
+    ├── UsageError (also RuntimeError)        client used from the wrong event loop, ...
+    ├── ApiError                              Baidu answered with an error body
+    │   ├── InvalidCodeError                  invalid_grant: code invalid, expired or used
+    │   │   └── CodeConsumedError             invalid_grant after an attempt that may have spent it
+    │   └── InvalidClientError                invalid_client, unauthorized_client
+    ├── ServiceUnavailableError               429, 5xx or slow_down, still failing at the end
+    ├── TransportError                        the network failed, still failing at the end
+    │   └── ExchangeTimeoutError (also TimeoutError)
+    ├── ClientClosedError                     the client was closed
+    └── ResponseError                         an answer not of the documented shape
+
+Every exception carries ``error`` (Baidu's error string or None), ``description``, ``status``
+(the HTTP status or None) and ``attempts`` (how many requests the call made). Messages never contain
+the AppSecret, a session key or a whole login code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ApiError",
+    "ClientClosedError",
+    "CodeConsumedError",
+    "ConfigurationError",
+    "ExchangeTimeoutError",
+    "InvalidClientError",
+    "InvalidCodeError",
+    "InvalidInputError",
+    "ResponseError",
+    "ServiceUnavailableError",
+    "SwanAuthError",
+    "TransportError",
+    "UsageError",
+]
+
+
+class SwanAuthError(Exception):
+    """Base class of every error the SDK raises.
+
+    Attributes:
+        error: Baidu's error string (``invalid_grant``, ...), or None when Baidu sent none.
+        description: A human-readable explanation: Baidu's ``error_description`` when it sent one.
+        status: The HTTP status of the last answer, or None when there was no answer.
+        attempts: How many HTTP requests the call made before giving up (0: none was sent).
+        kind: A short stable name for the failure class, for metrics and bulk output records.
+    """
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error = error
+        self.description = description
+        self.status = status
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        fields = [repr(self.message)]
+        for name in ("error", "status", "attempts"):
+            value = getattr(self, name)
+            if value is not None:
+                fields.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields do not survive the default Exception pickling; bulk jobs that hand
+        # outcomes between processes need them to.
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[SwanAuthError], message: str, state: dict[str, Any]) -> SwanAuthError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class InvalidInputError(SwanAuthError, ValueError):
+    """The input is unusable (an empty, over-long or control-character code); nothing was sent."""
+
+    kind = "invalid_input"
+
+
+class ConfigurationError(SwanAuthError, ValueError):
+    """The client's settings are unusable: an insecure endpoint, a missing environment variable."""
+
+    kind = "configuration"
+
+
+class UsageError(SwanAuthError, RuntimeError):
+    """The client was used in a way that cannot work, such as from a second event loop."""
+
+    kind = "usage"
+
+
+class ApiError(SwanAuthError):
+    """Baidu answered with an error body, whatever the HTTP status (200 included).
+
+    Attributes:
+        errno: The numeric ``errno`` / ``error_code`` when Baidu answered in that style, else None.
+            ``error`` then holds the same number as a string.
+    """
+
+    kind = "api_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+        attempts: int = 0,
+        errno: int | None = None,
+    ) -> None:
+        super().__init__(
+            message, error=error, description=description, status=status, attempts=attempts
+        )
+        self.errno = errno
+
+
+class InvalidCodeError(ApiError):
+    """``invalid_grant``: the code is invalid, expired, or was already used."""
+
+    kind = "invalid_code"
+
+
+class CodeConsumedError(InvalidCodeError):
+    """``invalid_grant`` on a retry, after an earlier attempt of the call may have reached Baidu.
+
+    That earlier attempt (a timeout or a dropped connection after the request went out) most likely
+    spent the single-use code, so the user must log in again to get a new one.
+    """
+
+    kind = "code_consumed"
+
+
+class InvalidClientError(ApiError):
+    """``invalid_client`` or ``unauthorized_client``: check the AppKey and AppSecret."""
+
+    kind = "invalid_client"
+
+
+class ServiceUnavailableError(SwanAuthError):
+    """Baidu was overloaded or broken (429, 5xx, ``slow_down``) and retries did not help.
+
+    Attributes:
+        retry_after: The delay in seconds Baidu asked for in its last ``Retry-After``, if any.
+    """
+
+    kind = "unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        status: int | None = None,
+        attempts: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, error=error, description=description, status=status, attempts=attempts
+        )
+        self.retry_after = retry_after
+
+
+class TransportError(SwanAuthError):
+    """The connection failed (refused, reset, TLS, DNS) and retries did not help."""
+
+    kind = "transport"
+
+
+class ExchangeTimeoutError(TransportError, TimeoutError):
+    """The call's deadline passed, or its last attempt timed out."""
+
+    kind = "timeout"
+
+
+class ClientClosedError(SwanAuthError):
+    """The client was closed before or during the call."""
+
+    kind = "closed"
+
+
+class ResponseError(SwanAuthError):
+    """Baidu's answer was not of the documented shape: not JSON, a redirect, too large, ..."""
+
+    kind = "response"
+
+
+_ERROR_CLASSES: dict[str, type[ApiError]] = {
+    "invalid_grant": InvalidCodeError,
+    "invalid_client": InvalidClientError,
+    "unauthorized_client": InvalidClientError,
+}
+_ERRNO_KEYS = ("errno", "error_code")
+_MESSAGE_KEYS = ("errmsg", "error_msg", "msg")
+_MAX_TEXT = 300
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str) and value:
+        return value[:_MAX_TEXT]
+    return None
+
+
+def _errno(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    return None
+
+
+def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthError | None:
+    """The error a JSON object from Baidu signals, or None when it signals none.
+
+    ``{"error": ..., "error_description": ...}`` is OAuth's shape; a non-zero numeric ``errno`` or
+    ``error_code`` with ``errmsg`` / ``error_msg`` / ``msg`` is the shape of Baidu's other APIs.
+    An ``error`` field of the wrong type is a malformed answer, not an error string.
+    """
+    raw_error = payload.get("error")
+    if raw_error is not None and raw_error != "":
+        if isinstance(raw_error, bool) or not isinstance(raw_error, str | int):
+            return ResponseError("Baidu's answer has an ill-typed 'error' field", status=status)
+        error = str(raw_error)[:_MAX_TEXT]
+        description = _text(payload.get("error_description"))
+        cls = _ERROR_CLASSES.get(error, ApiError)
+        message = f"Baidu refused the exchange: {error}"
+        if description:
+            message += f" ({description})"
+        return cls(message, error=error, description=description, status=status)
+    for key in _ERRNO_KEYS:
+        errno = _errno(payload.get(key))
+        if errno:
+            description = next(
+                (text for k in _MESSAGE_KEYS if (text := _text(payload.get(k))) is not None), None
+            )
+            message = f"Baidu refused the exchange: {key} {errno}"
+            if description:
+                message += f" ({description})"
+            return ApiError(
+                message, error=str(errno), description=description, status=status, errno=errno
+            )
+    return None

@@ -1,0 +1,55 @@
+"""The values the SDK hands back: session keys and per-attempt events."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["AttemptEvent", "SessionKey", "mask_code"]
+
+
+@attrs.frozen
+class SessionKey:
+    """What Baidu returns for a login code.
+
+    Attributes:
+        openid: The user's id for this mini program (stable per user and mini program).
+        session_key: The key that decrypts the user's data. A secret: it stays out of ``repr``.
+    """
+
+    openid: str
+    session_key: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class AttemptEvent:
+    """One HTTP attempt of an ``exchange()`` call, as reported to ``on_attempt`` hooks.
+
+    Attributes:
+        code: The login code, masked (its first characters and its length only).
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        outcome: ``"ok"`` or the failed attempt's error kind (``SwanAuthError.kind``).
+        status: The HTTP status, or None when no answer arrived.
+        elapsed: Seconds the attempt took, from sending to the answer or the failure.
+        error: Baidu's error string, if its answer carried one.
+        will_retry: Whether another attempt follows.
+        retry_in: Seconds until that attempt when ``will_retry``, else None.
+        reason: Why the call stops or goes on (``"success"``, ``"retrying"``, ``"final"``,
+            ``"attempts"``, ``"deadline"``, ``"budget"``, ``"retry_after_cap"``, ``"closed"``).
+    """
+
+    code: str
+    attempt: int
+    outcome: str
+    status: int | None
+    elapsed: float
+    error: str | None = None
+    will_retry: bool = False
+    retry_in: float | None = None
+    reason: str = "success"
+
+
+def mask_code(code: str) -> str:
+    """Show enough of a login code to correlate log lines, never enough to replay it."""
+    if len(code) >= 12:
+        return f"{code[:4]}...({len(code)})"
+    return f"***({len(code)})"

@@ -1,0 +1,176 @@
+"""What is worth retrying, how long to wait, and how many retries a client may spend.
+
+A login code is single-use, so every failure falls in one of three classes:
+
+* **safe**: Baidu did not process the request for sure (connection refused, DNS, connect
+  timeout, 429, 503, ``slow_down``). Retrying cannot spend the code twice.
+* **ambiguous**: the request may have reached Baidu (read timeout, dropped or reset connection,
+  truncated body, 500/502/504). Retrying is worth it, but an ``invalid_grant`` afterwards most
+  likely means that earlier attempt spent the code: the call raises ``CodeConsumedError``.
+* **final**: everything else. Retrying cannot help (or would re-send the secret somewhere else).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC
+
+import aiohttp
+from tenacity import wait_exponential, wait_random
+from tenacity.wait import wait_base
+
+from ._errors import ExchangeTimeoutError, SwanAuthError, TransportError
+
+__all__ = [
+    "Disposition",
+    "RetryBudget",
+    "default_backoff",
+    "disposition_of_status",
+    "parse_retry_after",
+    "transport_failure",
+]
+
+
+class Disposition(enum.Enum):
+    """Whether a failed attempt may be retried, and whether it may have spent the code."""
+
+    FINAL = "final"
+    SAFE = "safe"
+    AMBIGUOUS = "ambiguous"
+
+
+def default_backoff() -> wait_base:
+    """Exponential backoff with jitter: about 0.1 s, 0.2 s, 0.4 s, ... capped at 2 s."""
+    return wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1)
+
+
+_SAFE_STATUSES = frozenset({429, 503})
+
+
+def disposition_of_status(status: int) -> Disposition:
+    """How a 429 or 5xx answer is judged, whatever its body says."""
+    if status in _SAFE_STATUSES:
+        return Disposition.SAFE
+    return Disposition.AMBIGUOUS
+
+
+def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
+    """Map an exception raised while talking to Baidu to the SDK's error and its disposition.
+
+    The order of the checks matters: aiohttp's certificate error is a subclass of its connector
+    error, and its connect and read timeouts are subclasses of ``TimeoutError``.
+    """
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return TransportError(f"TLS failure talking to Baidu: {exc}"), Disposition.FINAL
+    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+        error = TransportError("Baidu's TLS certificate fingerprint does not match")
+        return error, Disposition.FINAL
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return TransportError(f"could not connect to Baidu ({name})"), Disposition.SAFE
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return ExchangeTimeoutError("timed out reading Baidu's answer"), Disposition.AMBIGUOUS
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return ExchangeTimeoutError(f"timed out talking to Baidu ({name})"), Disposition.AMBIGUOUS
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransportError("Baidu's answer was cut off"), Disposition.AMBIGUOUS
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.UploadAbortedError):
+        # ServerDisconnectedError, ClientOSError and resets: a stale keep-alive connection looks
+        # exactly like this, and the request may or may not have been read.
+        return TransportError(f"connection to Baidu lost ({name})"), Disposition.AMBIGUOUS
+    if isinstance(exc, TimeoutError):
+        # aiohttp's total timeout, which the client sets to the call's remaining deadline.
+        return ExchangeTimeoutError("the exchange's deadline passed"), Disposition.FINAL
+    return TransportError(f"request to Baidu failed ({name})"), Disposition.FINAL
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now()
+        return max(seconds, 0.0)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+class RetryBudget:
+    """Caps retries to a share of recent traffic, so an outage is not multiplied by retries.
+
+    The scheme is Finagle's ``RetryBudget``: every first attempt deposits ``percent_can_retry`` of a
+    retry, a reserve of ``min_retries_per_second`` retries per second is always there, and deposits
+    and withdrawals expire after ``ttl`` seconds. Over a run of T seconds the retries stay within
+    ``percent_can_retry * first_attempts + min_retries_per_second * max(T, ttl)``.
+
+    One budget belongs to one client by default; pass the same instance to several clients to
+    share it. Not thread-safe: use it from one event loop.
+    """
+
+    # Ten slots of ttl/10 plus the current, partly elapsed one: any two events less than ttl
+    # apart see each other, so no window of ttl seconds holds more than the budget allows.
+    _SLOTS = 11
+
+    def __init__(
+        self,
+        *,
+        ttl: float = 10.0,
+        min_retries_per_second: float = 10.0,
+        percent_can_retry: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl <= 0 or min_retries_per_second < 0 or percent_can_retry < 0:
+            raise ValueError("ttl must be positive; the other rates must not be negative")
+        self._slot_width = ttl / (self._SLOTS - 1)
+        self._reserve = min_retries_per_second * ttl
+        self._percent = percent_can_retry
+        self._clock = clock
+        self._deposits = [0] * self._SLOTS
+        self._withdrawals = [0] * self._SLOTS
+        self._slot = self._now_slot()
+
+    def _now_slot(self) -> int:
+        return int(self._clock() / self._slot_width)
+
+    def _advance(self) -> int:
+        slot = self._now_slot()
+        if slot != self._slot:
+            for expired in range(self._slot + 1, min(slot, self._slot + self._SLOTS) + 1):
+                index = expired % self._SLOTS
+                self._deposits[index] = 0
+                self._withdrawals[index] = 0
+            self._slot = slot
+        return slot % self._SLOTS
+
+    def deposit(self) -> None:
+        """Record a first attempt."""
+        self._deposits[self._advance()] += 1
+
+    def try_withdraw(self) -> bool:
+        """Take one retry from the budget; False when it is spent."""
+        index = self._advance()
+        balance = self._reserve + self._percent * sum(self._deposits) - sum(self._withdrawals)
+        if balance < 1:
+            return False
+        self._withdrawals[index] += 1
+        return True
+
+    @property
+    def balance(self) -> float:
+        """Retries available right now."""
+        self._advance()
+        return self._reserve + self._percent * sum(self._deposits) - sum(self._withdrawals)
