@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import ipaddress
 import logging
 import math
@@ -242,6 +243,10 @@ class SwanAuthClient:
         self._trust_env = trust_env
         self._ssl = ssl
         self._trace_configs = list(trace_configs) if trace_configs is not None else None
+        if on_attempt is not None and inspect.iscoroutinefunction(on_attempt):
+            raise ConfigurationError(
+                "on_attempt must be a plain callable, not a coroutine function"
+            )
         self._coalesce = coalesce
         self._on_attempt = on_attempt
         self._backoff = backoff if backoff is not None else default_backoff()
@@ -318,6 +323,13 @@ class SwanAuthClient:
         if self._closed:
             raise ClientClosedError("the SwanAuthClient is closed")
         if self._loop is None:
+            # aiohttp keeps the loop a session belongs to private; a session from another loop
+            # would hang rather than fail, so it is checked once here.
+            session_loop = getattr(self._session, "_loop", loop)
+            if session_loop is not loop:
+                raise UsageError(
+                    "the aiohttp session passed to SwanAuthClient belongs to another event loop"
+                )
             self._loop = loop
         elif self._loop is not loop:
             raise UsageError(
@@ -348,11 +360,13 @@ class SwanAuthClient:
         """
         if self._closed:
             return
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            raise UsageError("close the SwanAuthClient from the event loop it was used in")
         self._closed = True
         current = asyncio.current_task()
         unwinding: list[asyncio.Future[None]] = []
-        loop = self._loop
-        if loop is not None and loop is asyncio.get_running_loop():
+        if loop is not None:
             for flight in list(self._flights.values()):
                 task = flight.task
                 if task is None or task is current or task.done():
@@ -457,8 +471,7 @@ class SwanAuthClient:
 
     async def _join(self, flight: _Flight, timeout: float | None) -> SessionKey:
         """Wait for the result of an exchange of the same code that is already under way."""
-        assert self._loop is not None
-        waiter: asyncio.Future[SessionKey] = self._loop.create_future()
+        waiter: asyncio.Future[SessionKey] = asyncio.get_running_loop().create_future()
         flight.waiters.append(waiter)
         seconds = self._timeout if timeout is None else _positive("timeout", timeout)
         deadline = asyncio.timeout(seconds)

@@ -46,9 +46,7 @@ def fake_baidu() -> Iterator[FakeBaiduServer]:
 
 
 @pytest.fixture
-def fake_baidu_env(
-    fake_baidu: FakeBaiduServer, monkeypatch: pytest.MonkeyPatch
-) -> FakeBaiduServer:
+def fake_baidu_env(fake_baidu: FakeBaiduServer, monkeypatch: pytest.MonkeyPatch) -> FakeBaiduServer:
     """The `fake_baidu` server, with the environment pointing at it.
 
     Sets ``BAIDU_SWAN_CLIENT_ID``, ``BAIDU_SWAN_SECRET`` and ``BAIDU_SWAN_ENDPOINT`` to the

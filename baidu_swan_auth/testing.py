@@ -482,6 +482,13 @@ class FakeBaiduServer:
             load generator in another process invent codes.
         record_requests: Keep every request in `requests`. Turn it off for long benchmark
             runs, where the log would only grow.
+
+    Attributes:
+        client_id: The AppKey the fake accepts; may be changed while it runs.
+        secret: The AppSecret the fake accepts; may be changed while it runs.
+        host: The address it listens on.
+        auto_issue: Whether unknown codes are accepted once.
+        record_requests: Whether requests are recorded.
     """
 
     def __init__(
@@ -828,7 +835,7 @@ class FakeBaiduServer:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, oldest first (a copy)."""
+        """Every request received so far, oldest first (a copy); empty if not `record_requests`."""
         with self._lock:
             return list(self._requests)
 
