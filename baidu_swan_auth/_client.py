@@ -65,10 +65,11 @@ Sleep = Callable[[float], Awaitable[object]]
 class _Flight:
     """One exchange under way, which concurrent calls with the same code join."""
 
-    __slots__ = ("closed_by_client", "task", "unwound", "waiters")
+    __slots__ = ("attempts", "closed_by_client", "task", "unwound", "waiters")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
+        self.attempts = 0
         self.waiters: list[asyncio.Future[SessionKey]] = []
         self.closed_by_client = False
         self.unwound: asyncio.Future[None] | None = None
@@ -427,18 +428,19 @@ class SwanAuthClient:
         key: object = code if self._coalesce else object()
         flight = flights.get(key)
         if flight is not None:
-            return await self._join(flight, timeout)
+            return await self._join(flight, timeout, max_attempts)
         flight = _Flight(asyncio.current_task())
         flights[key] = flight
         try:
-            result = await self._run(session, loop, code, timeout, max_attempts)
+            result = await self._run(session, loop, flight, code, timeout, max_attempts)
         except asyncio.CancelledError:
             replacement = self._cancellation_error(flight)
             if replacement is None:
                 flight.fail(
                     TransportError(
                         "the shared request for this code was cancelled by its first caller; "
-                        "the code may have been spent"
+                        "the code may have been spent",
+                        attempts=flight.attempts,
                     )
                 )
                 raise
@@ -462,18 +464,28 @@ class SwanAuthClient:
         if flight.closed_by_client:
             if task is not None and task.uncancel() > 0:
                 return None  # somebody else cancelled the task as well
-            return ClientClosedError("the SwanAuthClient was closed during the call")
+            return ClientClosedError(
+                "the SwanAuthClient was closed during the call", attempts=flight.attempts
+            )
         if task is not None and task.cancelling() == 0:
             # Nobody cancelled the task: aiohttp cancels the calls queued for a pooled connection
             # when their session is closed under them.
             return self._session_closed_error()
         return None
 
-    async def _join(self, flight: _Flight, timeout: float | None) -> SessionKey:
-        """Wait for the result of an exchange of the same code that is already under way."""
+    async def _join(
+        self, flight: _Flight, timeout: float | None, max_attempts: int | None
+    ) -> SessionKey:
+        """Wait for the result of an exchange of the same code that is already under way.
+
+        The shared request runs with the first caller's settings; ``max_attempts`` is only
+        checked, ``timeout`` bounds this caller's wait.
+        """
+        seconds = self._timeout if timeout is None else _positive("timeout", timeout)
+        if max_attempts is not None:
+            _attempts(max_attempts)
         waiter: asyncio.Future[SessionKey] = asyncio.get_running_loop().create_future()
         flight.waiters.append(waiter)
-        seconds = self._timeout if timeout is None else _positive("timeout", timeout)
         deadline = asyncio.timeout(seconds)
         try:
             async with deadline:
@@ -498,6 +510,7 @@ class SwanAuthClient:
         self,
         session: aiohttp.ClientSession,
         loop: asyncio.AbstractEventLoop,
+        flight: _Flight,
         code: str,
         timeout: float | None,
         max_attempts: int | None,
@@ -511,11 +524,12 @@ class SwanAuthClient:
             attempt_timeout = self._attempt_timeout(timeout)
         max_attempts = self._max_attempts if max_attempts is None else _attempts(max_attempts)
         self._budget.deposit()
+        flight.attempts = 1
         try:
             result = await self._attempt(session, code, attempt_timeout)
         except AttemptFailure as failure:
             return await self._retry(
-                session, loop, code, failure, started, started + timeout, max_attempts
+                session, loop, flight, code, failure, started, started + timeout, max_attempts
             )
         if self._on_attempt is not None or logger.isEnabledFor(logging.DEBUG):
             self._report(code, 1, "ok", 200, loop.time() - started, None, "success", None)
@@ -553,6 +567,7 @@ class SwanAuthClient:
         self,
         session: aiohttp.ClientSession,
         loop: asyncio.AbstractEventLoop,
+        flight: _Flight,
         code: str,
         failure: AttemptFailure,
         started: float,
@@ -565,14 +580,15 @@ class SwanAuthClient:
         may_have_spent = False
         while True:
             now = loop.time()
+            elapsed = now - attempt_started
             may_have_spent |= failure.disposition is Disposition.AMBIGUOUS
-            reason, wait = self._plan_retry(failure, attempt, max_attempts, deadline - now)
+            reason, wait = self._plan_retry(failure, attempt, max_attempts, deadline - now, elapsed)
             self._report(
                 code,
                 attempt,
                 _outcome(failure.error),
                 failure.status,
-                now - attempt_started,
+                elapsed,
                 getattr(failure.error, "error", None),
                 reason,
                 wait,
@@ -581,8 +597,11 @@ class SwanAuthClient:
                 raise self._final_error(failure, attempt, may_have_spent)
             await self._sleep(wait)
             if self._closed:
-                raise ClientClosedError("the SwanAuthClient was closed during the call")
+                raise ClientClosedError(
+                    "the SwanAuthClient was closed during the call", attempts=attempt
+                )
             attempt += 1
+            flight.attempts = attempt
             attempt_started = loop.time()
             remaining = deadline - attempt_started
             if remaining <= 0:
@@ -598,9 +617,18 @@ class SwanAuthClient:
             return result
 
     def _plan_retry(
-        self, failure: AttemptFailure, attempt: int, max_attempts: int, remaining: float
+        self,
+        failure: AttemptFailure,
+        attempt: int,
+        max_attempts: int,
+        remaining: float,
+        last_attempt_took: float,
     ) -> tuple[str, float | None]:
-        """Why the call stops (and None), or ``("retrying", seconds to wait)``."""
+        """Why the call stops (and None), or ``("retrying", seconds to wait)``.
+
+        A retry is expected to take as long as the attempt before it; one that could not finish
+        before the deadline is not started.
+        """
         if failure.disposition is Disposition.FINAL:
             return "final", None
         if self._closed:
@@ -612,10 +640,8 @@ class SwanAuthClient:
                 return "retry_after_cap", None
             wait = failure.retry_after
         else:
-            state = RetryCallState(_BACKOFF_OWNER, None, (), {})
-            state.attempt_number = attempt
-            wait = self._backoff(state)
-        if wait >= remaining:
+            wait = self._backoff(_retry_state(attempt, failure.error))
+        if wait + last_attempt_took >= remaining:
             return "deadline", None
         if not self._budget.try_withdraw():
             return "budget", None
@@ -676,6 +702,14 @@ class SwanAuthClient:
             self._on_attempt(event)
         except Exception:
             logger.exception("the on_attempt hook raised; the exchange goes on")
+
+
+def _retry_state(attempt: int, error: Exception) -> RetryCallState:
+    """What tenacity's wait strategies read: the attempt number and the failed outcome."""
+    state = RetryCallState(_BACKOFF_OWNER, None, (), {})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, error.__traceback__))
+    return state
 
 
 def _outcome(error: Exception) -> str:

@@ -80,12 +80,12 @@ class Credentials:
         return "<Credentials redacted>"
 
 
-async def read_capped_body(response: aiohttp.ClientResponse) -> bytes:
-    """Read the body, refusing one over ``MAX_BODY_BYTES`` without buffering it."""
+async def read_capped_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when it is over ``MAX_BODY_BYTES`` (then it is not buffered)."""
     length = response.content_length
     if length is not None:
         if length > MAX_BODY_BYTES:
-            raise _too_large(response.status)
+            return None
         return await response.read()
     stream = response.content
     chunks: list[bytes] = []
@@ -93,20 +93,14 @@ async def read_capped_body(response: aiohttp.ClientResponse) -> bytes:
     while chunk := await stream.read(MAX_BODY_BYTES + 1 - size):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _too_large(response.status)
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large(status: int) -> AttemptFailure:
-    error = ResponseError(
-        f"Baidu's answer (HTTP {status}) is larger than {MAX_BODY_BYTES} bytes; not read",
-        status=status,
-    )
-    return AttemptFailure(error, Disposition.FINAL, status=status)
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
+def _json_object(body: bytes | None) -> dict[str, Any] | None:
+    if body is None:
+        return None
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
@@ -117,11 +111,14 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 def interpret_answer(
     status: int,
     headers: CIMultiDictProxy[str],
-    body: bytes,
+    body: bytes | None,
     credentials: Credentials,
     code: str,
 ) -> SessionKey:
-    """Turn one answer into a ``SessionKey``, or raise ``AttemptFailure`` saying what went wrong."""
+    """Turn one answer into a ``SessionKey``, or raise ``AttemptFailure`` saying what went wrong.
+
+    ``body`` is None when the answer was too large to read.
+    """
     if status == 200:
         payload = _json_object(body)
         if payload is not None and "error" not in payload:
@@ -149,7 +146,7 @@ def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> d
 def _failure(
     status: int,
     headers: CIMultiDictProxy[str],
-    body: bytes,
+    body: bytes | None,
     credentials: Credentials,
     code: str,
 ) -> AttemptFailure:
@@ -167,6 +164,12 @@ def _failure(
         # Judged by the status whatever the body says: gateways put JSON error bodies on them too.
         signalled = error_from_payload(payload, status) if payload is not None else None
         return _unavailable(status, headers, signalled, disposition_of_status(status))
+    if body is None:
+        error = ResponseError(
+            f"Baidu's answer (HTTP {status}) is larger than {MAX_BODY_BYTES} bytes; not read",
+            status=status,
+        )
+        return AttemptFailure(error, Disposition.FINAL, status=status)
     if payload is None:
         error = ResponseError(f"Baidu's answer (HTTP {status}) is not a JSON object", status=status)
         return AttemptFailure(error, Disposition.FINAL, status=status)

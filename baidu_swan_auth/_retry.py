@@ -5,7 +5,7 @@ A login code is single-use, so every failure falls in one of three classes:
 * **safe**: Baidu did not process the request for sure (connection refused, DNS, connect
   timeout, 429, 503, ``slow_down``). Retrying cannot spend the code twice.
 * **ambiguous**: the request may have reached Baidu (read timeout, dropped or reset connection,
-  truncated body, 500/502/504). Retrying is worth it, but an ``invalid_grant`` afterwards most
+  truncated body, any 5xx but 503). Retrying is worth it, but an ``invalid_grant`` afterwards most
   likely means that earlier attempt spent the code: the call raises ``CodeConsumedError``.
 * **final**: everything else. Retrying cannot help (or would re-send the secret somewhere else).
 """
@@ -70,7 +70,9 @@ def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
     if isinstance(exc, aiohttp.ServerFingerprintMismatch):
         error = TransportError("Baidu's TLS certificate fingerprint does not match")
         return error, Disposition.FINAL
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ExchangeTimeoutError("timed out connecting to Baidu"), Disposition.SAFE
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(f"could not connect to Baidu ({name})"), Disposition.SAFE
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return ExchangeTimeoutError("timed out reading Baidu's answer"), Disposition.AMBIGUOUS
@@ -114,8 +116,9 @@ class RetryBudget:
 
     The scheme is Finagle's ``RetryBudget``: every first attempt deposits ``percent_can_retry`` of a
     retry, a reserve of ``min_retries_per_second`` retries per second is always there, and deposits
-    and withdrawals expire after ``ttl`` seconds. Over a run of T seconds the retries stay within
-    ``percent_can_retry * first_attempts + min_retries_per_second * max(T, ttl)``.
+    and withdrawals expire after ``ttl`` seconds (to ``ttl * 1.1``: they are counted in slots of
+    ``ttl / 10``). So within any ``ttl`` seconds, retries stay within
+    ``min_retries_per_second * ttl + percent_can_retry * first attempts of those seconds``.
 
     One budget belongs to one client by default; pass the same instance to several clients to
     share it. Not thread-safe: use it from one event loop.

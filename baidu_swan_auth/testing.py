@@ -18,10 +18,10 @@ Example:
 
 From synchronous code (or any event loop), run it on its own thread instead:
 
-    ```python
-    with FakeBaiduServer() as fake:
-        ...
-    ```
+```python
+with FakeBaiduServer() as fake:
+    ...
+```
 
 This module deliberately imports neither pytest nor the client: the CLI demo and benchmark
 scripts use it on their own. Run ``python -m baidu_swan_auth.testing`` to serve it in the

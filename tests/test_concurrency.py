@@ -10,6 +10,7 @@ import pytest
 
 from baidu_swan_auth import (
     ClientClosedError,
+    ConfigurationError,
     ExchangeTimeoutError,
     InvalidCodeError,
     SwanAuthClient,
@@ -135,6 +136,24 @@ async def test_a_cancelled_waiter_does_not_disturb_the_others(
         await quitter
 
 
+async def test_a_joining_call_with_bad_settings_fails_alone(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    code = fake.issue_code()
+    await client.exchange(code)
+    fake.script(code, Delay(0.1))
+    first = asyncio.create_task(client.exchange(code))
+    await asyncio.sleep(0.02)
+
+    with pytest.raises(ConfigurationError):
+        await client.exchange(code, timeout=-1)
+    with pytest.raises(ConfigurationError):
+        await client.exchange(code, max_attempts=0)
+    # The shared request fails; no waiter is left behind with an unretrieved exception.
+    with pytest.raises(InvalidCodeError):
+        await first
+
+
 async def test_waiter_has_its_own_deadline(fake: FakeBaiduServer, client: SwanAuthClient) -> None:
     code = fake.issue_code()
     fake.script(code, Delay(0.5))
@@ -174,8 +193,9 @@ async def test_close_fails_calls_in_flight(fake: FakeBaiduServer, make_client: M
 
     await asyncio.wait_for(client.aclose(), 2.0)
 
-    with pytest.raises(ClientClosedError):
+    with pytest.raises(ClientClosedError) as caught:
         await in_flight
+    assert caught.value.attempts == 1
     with pytest.raises(ClientClosedError):
         await joined
     assert not in_flight.cancelled()

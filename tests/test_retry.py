@@ -6,8 +6,9 @@ import asyncio
 import email.utils
 import time
 
+import aiohttp
 import pytest
-from tenacity import RetryCallState, Retrying, wait_fixed
+from tenacity import RetryCallState, Retrying, wait_exception, wait_fixed
 
 from baidu_swan_auth import (
     CodeConsumedError,
@@ -18,12 +19,19 @@ from baidu_swan_auth import (
     SwanAuthClient,
     TransportError,
 )
-from baidu_swan_auth._retry import default_backoff, parse_retry_after
+from baidu_swan_auth._retry import (
+    Disposition,
+    default_backoff,
+    disposition_of_status,
+    parse_retry_after,
+    transport_failure,
+)
 from baidu_swan_auth.testing import (
     Delay,
     Drop,
     ErrorStatus,
     FakeBaiduServer,
+    HugeBody,
     Truncated,
 )
 
@@ -356,3 +364,60 @@ def test_parse_retry_after_dates() -> None:
     now = 1_700_000_000.0
     assert parse_retry_after(email.utils.formatdate(now + 7, usegmt=True), now=lambda: now) == 7
     assert parse_retry_after(email.utils.formatdate(now - 7, usegmt=True), now=lambda: now) == 0
+
+
+async def test_a_retry_that_could_not_finish_in_time_is_not_started(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    # The first attempt took 0.6 s of a 1 s deadline: another one like it would not fit.
+    client = make_client(timeout=1.0)
+    code = fake.issue_code()
+    fake.script(code, ErrorStatus(503, delay=0.6))
+
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await client.exchange(code)
+
+    assert caught.value.attempts == 1
+    assert len(fake.requests) == 1
+
+
+async def test_an_oversized_overload_page_is_still_retried(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    code = fake.issue_code(openid="big-503-then-ok")
+    fake.script(
+        code, HugeBody(64 * 1024, status=503), HugeBody(64 * 1024, chunked=True, status=502)
+    )
+    assert (await client.exchange(code)).openid == "big-503-then-ok"
+    assert len(fake.requests_for(code)) == 3
+
+
+async def test_backoff_strategies_see_the_failure(
+    fake: FakeBaiduServer, make_client: MakeClient, sleep: RecordingSleep
+) -> None:
+    def by_error(error: BaseException) -> float:
+        return 0.7 if isinstance(error, ServiceUnavailableError) else 0.1
+
+    client = make_client(backoff=wait_exception(by_error))
+    code = fake.issue_code()
+    fake.script(code, ErrorStatus(503), Drop())
+    await client.exchange(code)
+    assert sleep.waits == [0.7, 0.1]
+
+
+def test_failure_classes() -> None:
+    error, disposition = transport_failure(aiohttp.ConnectionTimeoutError())
+    assert isinstance(error, ExchangeTimeoutError)
+    assert disposition is Disposition.SAFE
+    error, disposition = transport_failure(aiohttp.SocketTimeoutError())
+    assert isinstance(error, ExchangeTimeoutError)
+    assert disposition is Disposition.AMBIGUOUS
+    error, disposition = transport_failure(aiohttp.ServerDisconnectedError())
+    assert type(error) is TransportError
+    assert disposition is Disposition.AMBIGUOUS
+    error, disposition = transport_failure(TimeoutError())
+    assert isinstance(error, ExchangeTimeoutError)
+    assert disposition is Disposition.FINAL
+    assert disposition_of_status(503) is Disposition.SAFE
+    assert disposition_of_status(429) is Disposition.SAFE
+    assert disposition_of_status(500) is Disposition.AMBIGUOUS
