@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-import ipaddress
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from aiohttp.payload import BytesPayload
 from tenacity import RetryCallState, Retrying
 from tenacity.wait import wait_base
 
+from ._endpoints import DEFAULT_ENDPOINT, check_endpoint, is_legacy_url, warn_legacy_once
 from ._errors import (
     ClientClosedError,
     CodeConsumedError,
@@ -45,7 +45,6 @@ from ._version import __version__
 
 __all__ = ["DEFAULT_ENDPOINT", "SwanAuthClient"]
 
-DEFAULT_ENDPOINT = "https://spapi.baidu.com/oauth/jscode2sessionkey"
 MAX_CODE_BYTES = 1024
 
 ENV_CLIENT_ID = "BAIDU_SWAN_CLIENT_ID"
@@ -90,32 +89,16 @@ class _Flight:
         self.waiters.clear()
 
 
-def _check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:
+def _configured_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:
+    """The endpoint to use; an old configuration value naming the legacy URL gets the new one."""
     try:
-        url = yarl.URL(endpoint)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"endpoint is not a URL: {exc}") from None
-    if url.scheme not in ("https", "http") or not url.host:
-        raise ConfigurationError("endpoint must be an absolute https:// URL")
-    if url.user or url.password:
-        raise ConfigurationError("endpoint must not carry credentials")
-    if url.query_string:
-        raise ConfigurationError("endpoint must not carry a query string")
-    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
-        raise ConfigurationError(
-            f"refusing plain http:// to {url.host}: the AppSecret would travel in clear text; "
-            "use https://, or pass allow_insecure_http=True if you really mean it"
-        )
-    return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        legacy = is_legacy_url(yarl.URL(endpoint))
+    except (TypeError, ValueError):
+        legacy = False  # check_endpoint says what is wrong with it
+    if legacy:
+        warn_legacy_once(yarl.URL(endpoint), stacklevel=3)
+        endpoint = DEFAULT_ENDPOINT
+    return check_endpoint(endpoint, allow_insecure_http)
 
 
 def _proxy_from_environment(url: yarl.URL) -> str | None:
@@ -173,6 +156,7 @@ class SwanAuthClient:
         secret: The mini program's AppSecret. It goes in the request body only, never in a URL,
             a log line, a ``repr`` or an exception message.
         endpoint: Baidu's exchange URL. Must be ``https://``, or ``http://`` on a loopback address.
+            The legacy ``getSessionKeyByCode`` URL is replaced by the default, with a warning.
         session: Your own ``aiohttp.ClientSession``. The client uses it and never closes it;
             ``pool_size``, ``proxy``, ``ssl`` and ``trace_configs`` are then yours to set on it.
         max_attempts: Attempts per call, the first included.
@@ -225,7 +209,7 @@ class SwanAuthClient:
             if not isinstance(value, str) or not value.strip():
                 raise ConfigurationError(f"{name} must be a non-empty string")
         self._credentials = Credentials(client_id, secret)
-        self._url = _check_endpoint(endpoint, allow_insecure_http)
+        self._url = _configured_endpoint(endpoint, allow_insecure_http)
         self._max_attempts = _attempts(max_attempts)
         self._timeout = _positive("timeout", timeout)
         self._connect_timeout = _positive("connect_timeout", connect_timeout)

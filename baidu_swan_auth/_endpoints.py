@@ -1,0 +1,130 @@
+"""Where codes are exchanged: the endpoint, the legacy one it replaces, and what is acceptable.
+
+Kept apart from the client and the legacy shim because both need it: the client rewrites a legacy
+endpoint given as configuration, and the shim rewrites legacy requests in flight.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import warnings
+
+import yarl
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "LEGACY_ENDPOINT",
+    "check_endpoint",
+    "is_legacy_url",
+    "rewrite_legacy_url",
+    "warn_legacy_once",
+]
+
+DEFAULT_ENDPOINT = "https://spapi.baidu.com/oauth/jscode2sessionkey"
+LEGACY_ENDPOINT = "https://openapi.baidu.com/nalogin/getSessionKeyByCode"
+
+_LEGACY_HOST = "openapi.baidu.com"
+_LEGACY_PATHS = frozenset({"/nalogin/getSessionKeyByCode", "/nalogin/getSessionKeyByCode/"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+logger = logging.getLogger("baidu_swan_auth")
+
+
+def is_legacy_url(url: yarl.URL) -> bool:
+    """Whether ``url`` is the legacy ``getSessionKeyByCode`` URL (http or https, host in any
+    case, default port, optional trailing slash, any query)."""
+    scheme = url.scheme
+    if scheme not in _DEFAULT_PORTS or url.raw_path not in _LEGACY_PATHS:
+        return False
+    host = url.host
+    if host is None or host.rstrip(".").lower() != _LEGACY_HOST:
+        return False
+    return url.explicit_port is None or url.explicit_port == _DEFAULT_PORTS[scheme]
+
+
+def rewrite_legacy_url(
+    url: str | yarl.URL, *, endpoint: str | yarl.URL = DEFAULT_ENDPOINT
+) -> yarl.URL:
+    """The legacy ``getSessionKeyByCode`` URL becomes ``endpoint`` with the same query; every
+    other URL comes back unchanged.
+
+    Args:
+        url: Any URL.
+        endpoint: Where legacy requests should go.
+
+    Returns:
+        The URL to send the request to.
+    """
+    url = yarl.URL(url)
+    if not is_legacy_url(url):
+        return url
+    target = yarl.URL(endpoint).with_query(None).with_fragment(None)
+    if not url.raw_query_string:
+        return target
+    # Build from the raw text so the query survives byte for byte, however it was encoded.
+    return yarl.URL(f"{target}?{url.raw_query_string}", encoded=True)
+
+
+class _OncePerProcess:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.done = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            if self.done:
+                return False
+            self.done = True
+            return True
+
+
+_legacy_warning = _OncePerProcess()
+
+
+def warn_legacy_once(
+    old: yarl.URL, *, target: str | yarl.URL = DEFAULT_ENDPOINT, stacklevel: int = 2
+) -> None:
+    """Warn, once per process, that the legacy endpoint is in use (never showing its query)."""
+    if not _legacy_warning.claim():
+        return
+    shown = old.with_query(None).with_fragment(None).with_user(None)
+    message = (
+        f"{shown} is deprecated and fails for mini programs running in partner apps; "
+        f"requests are sent to {target} instead. Migrate to "
+        "SwanAuthClient.exchange (see 'Migrating from getSessionKeyByCode' in the docs)."
+    )
+    logger.warning("legacy endpoint in use: %s", message)
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
+
+
+def check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:
+    """The endpoint as a URL, or ``ConfigurationError`` when the secret would not be safe there."""
+    try:
+        url = yarl.URL(endpoint)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"endpoint is not a URL: {exc}") from None
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ConfigurationError("endpoint must be an absolute https:// URL")
+    if url.user or url.password:
+        raise ConfigurationError("endpoint must not carry credentials")
+    if url.query_string:
+        raise ConfigurationError("endpoint must not carry a query string")
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise ConfigurationError(
+            f"refusing plain http:// to {url.host}: the AppSecret would travel in clear text; "
+            "use https://, or pass allow_insecure_http=True if you really mean it"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

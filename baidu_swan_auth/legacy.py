@@ -1,0 +1,183 @@
+"""A path off the legacy ``getSessionKeyByCode`` API.
+
+Baidu asks everyone to move from ``https://openapi.baidu.com/nalogin/getSessionKeyByCode`` to
+``https://spapi.baidu.com/oauth/jscode2sessionkey``; the old URL fails for mini programs running in
+partner apps. Three ways across, from least to most change to your code:
+
+* [`legacy_rewrite_middleware`][baidu_swan_auth.legacy.legacy_rewrite_middleware]: one line in
+  the ``ClientSession(...)`` of existing aiohttp code, which then reaches the new endpoint. Fields
+  sent in a query string (the AppSecret among them) move into the form body.
+* [`get_session_key_by_code`][baidu_swan_auth.legacy.get_session_key_by_code]: a drop-in for the old
+  helper's name and dict answer, built on ``SwanAuthClient``.
+* ``SwanAuthClient(endpoint=LEGACY_ENDPOINT)``: an old configuration value keeps working.
+
+Each warns once per process (a ``DeprecationWarning`` and a log line naming the old URL, never
+its query).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import yarl
+from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse, hdrs
+from aiohttp.payload import BytesPayload
+from multidict import MultiDict
+
+from ._client import SwanAuthClient
+from ._endpoints import (
+    DEFAULT_ENDPOINT,
+    LEGACY_ENDPOINT,
+    check_endpoint,
+    is_legacy_url,
+    rewrite_legacy_url,
+    warn_legacy_once,
+)
+from ._errors import UsageError
+from ._protocol import FORM_CONTENT_TYPE
+
+__all__ = [
+    "LEGACY_ENDPOINT",
+    "LegacyRequestNotResentError",
+    "get_session_key_by_code",
+    "legacy_rewrite_middleware",
+    "rewrite_legacy_url",
+]
+
+_FIELDS = ("code", "client_id", "sk")
+# aiohttp re-sends a request whose *original* method is one of these after a dropped connection.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class LegacyRequestNotResentError(aiohttp.ClientConnectionError):
+    """The connection dropped under a rewritten legacy request, which is not sent again.
+
+    The request carried a single-use login code that Baidu may already have spent. It is an
+    ``aiohttp.ClientConnectionError`` (not a ``ServerDisconnectedError`` or ``ClientOSError``,
+    which aiohttp would answer by re-sending the request); the original error is its
+    ``__cause__``.
+    """
+
+
+def legacy_rewrite_middleware(endpoint: str | yarl.URL = DEFAULT_ENDPOINT) -> ClientMiddlewareType:
+    """An aiohttp client middleware that sends legacy ``getSessionKeyByCode`` requests to
+    ``endpoint``.
+
+    ```python
+    session = aiohttp.ClientSession(middlewares=[legacy_rewrite_middleware()])
+    ```
+
+    For a request to the legacy URL (http or https, any query):
+
+    * the URL and the ``Host`` header become the new endpoint's;
+    * ``code``, ``client_id`` and ``sk`` never stay in the URL: a GET carrying them becomes a POST
+      with a form body, and a POST gets those from its query merged into its form body (fields
+      already in the body win). Other query parameters stay;
+    * the request is sent at most once: when the connection drops, it fails with
+      [`LegacyRequestNotResentError`][baidu_swan_auth.legacy.LegacyRequestNotResentError] instead of
+      being re-sent by aiohttp, because the code may already be spent.
+
+    Other requests are not touched. A per-request ``middlewares=`` argument replaces the session's
+    list, this middleware included.
+
+    Args:
+        endpoint: Where legacy requests go: ``https://``, or ``http://`` on a loopback address.
+
+    Returns:
+        The middleware, for ``ClientSession(middlewares=[...])``.
+    """
+    target = check_endpoint(endpoint, allow_insecure_http=False)
+
+    async def rewrite_legacy_requests(
+        request: ClientRequest, handler: ClientHandlerType
+    ) -> ClientResponse:
+        if not is_legacy_url(request.url):
+            return await handler(request)
+        original_method = request.method
+        warn_legacy_once(request.url, target=target, stacklevel=2)
+        await _move_to(request, target)
+        try:
+            return await handler(request)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if original_method not in _IDEMPOTENT or isinstance(exc, aiohttp.ClientConnectorError):
+                raise  # aiohttp re-sends neither, and a refused connection sent nothing
+            raise LegacyRequestNotResentError(
+                "the connection dropped after a rewritten getSessionKeyByCode request was sent; "
+                "it is not sent again because Baidu may already have spent its code"
+            ) from exc
+
+    return rewrite_legacy_requests
+
+
+async def _move_to(request: ClientRequest, target: yarl.URL) -> None:
+    """Point ``request`` at ``target``, moving the exchange's fields from its query to its body."""
+    query = request.url.query
+    moved = [(key, value) for key, value in query.items() if key in _FIELDS]
+    kept = MultiDict((key, value) for key, value in query.items() if key not in _FIELDS)
+    url = target.with_query(kept) if kept else target
+    request.url = url
+    request.headers[hdrs.HOST] = url.host_port_subcomponent or target.raw_host or ""
+    if not moved:
+        return
+    body = await _form_body(request)
+    present = {key for key, _ in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)}
+    missing = [(key, value) for key, value in moved if key not in present]
+    if missing:
+        addition = urlencode(missing).encode()
+        body = body + b"&" + addition if body else addition
+    request.method = hdrs.METH_POST
+    request.headers[hdrs.CONTENT_TYPE] = FORM_CONTENT_TYPE
+    await request.update_body(BytesPayload(body, content_type=FORM_CONTENT_TYPE))
+
+
+async def _form_body(request: ClientRequest) -> bytes:
+    """The request's body as urlencoded form bytes (empty when it has none)."""
+    body = request.body
+    if not body:
+        return b""
+    content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
+    if content_type.split(";", 1)[0].strip().lower() != FORM_CONTENT_TYPE:
+        raise UsageError(
+            "cannot move code, client_id and sk out of the URL of a getSessionKeyByCode request "
+            f"whose body is {content_type or 'not a form'}; send them as a urlencoded form"
+        )
+    return await body.as_bytes()
+
+
+async def get_session_key_by_code(
+    code: str,
+    client_id: str,
+    sk: str,
+    *,
+    endpoint: str | yarl.URL = DEFAULT_ENDPOINT,
+    session: aiohttp.ClientSession | None = None,
+) -> dict[str, Any]:
+    """The old helper's name and answer, on the new endpoint. Deprecated: use
+    ``SwanAuthClient.exchange``, which keeps one pooled session instead of one per call.
+
+    Args:
+        code: The code ``swan.login()`` gave the mini program.
+        client_id: The AppKey.
+        sk: The AppSecret.
+        endpoint: Where to exchange it.
+        session: An ``aiohttp.ClientSession`` to use (left open); without it, one is made and
+            closed for this call.
+
+    Returns:
+        ``{"openid": ..., "session_key": ...}``.
+
+    Raises:
+        SwanAuthError: The same typed errors as ``SwanAuthClient.exchange``.
+    """
+    warnings.warn(
+        "get_session_key_by_code is deprecated: keep one SwanAuthClient for the process and call "
+        "its exchange(code) method",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    async with SwanAuthClient(client_id, sk, endpoint=endpoint, session=session) as client:
+        key = await client.exchange(code)
+    return {"openid": key.openid, "session_key": key.session_key}
