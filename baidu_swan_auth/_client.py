@@ -242,6 +242,8 @@ class SwanAuthClient:
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._warned_async_hook = False
         self._flights: dict[object, _Flight] = {}
         # Constant per client: the first attempt of a call with the default timeout reuses it.
         self._first_attempt_timeout = self._attempt_timeout(self._timeout)
@@ -335,7 +337,11 @@ class SwanAuthClient:
             proxy=proxy,
             trust_env=False,
             trace_configs=self._trace_configs,
-            headers={"User-Agent": f"baidu-swan-auth/{__version__}"},
+            # Identity encoding: a compressed answer could expand past the body cap in one go.
+            headers={
+                "User-Agent": f"baidu-swan-auth/{__version__}",
+                "Accept-Encoding": "identity",
+            },
         )
 
     async def aclose(self) -> None:
@@ -343,27 +349,41 @@ class SwanAuthClient:
 
         The session is closed too when the client created it; a session you passed is left open.
         """
-        if self._closed:
+        if self._closing is not None:
+            # Another aclose() is under way (or done): return when the session really is closed.
+            await asyncio.shield(self._closing)
             return
-        loop = self._loop
-        if loop is not None and loop is not asyncio.get_running_loop():
+        running = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not running:
             raise UsageError("close the SwanAuthClient from the event loop it was used in")
         self._closed = True
+        self._closing = running.create_future()
+        try:
+            await self._interrupt_calls_in_flight(running)
+        finally:
+            # Even when aclose() itself is cancelled (a framework's shutdown timeout), the
+            # session it owns gets closed; a later aclose() waits for this.
+            try:
+                if self._owns_session and self._session is not None:
+                    await asyncio.shield(self._session.close())
+            finally:
+                self._closing.set_result(None)
+
+    async def _interrupt_calls_in_flight(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel the tasks running calls (they turn it into ``ClientClosedError``) and wait
+        a little for them to unwind, so their connections go back before the session closes."""
         current = asyncio.current_task()
         unwinding: list[asyncio.Future[None]] = []
-        if loop is not None:
-            for flight in list(self._flights.values()):
-                task = flight.task
-                if task is None or task is current or task.done():
-                    continue
-                flight.closed_by_client = True
-                flight.unwound = loop.create_future()
-                unwinding.append(flight.unwound)
-                task.cancel()
-            if unwinding:
-                await asyncio.wait(unwinding, timeout=5.0)
-        if self._owns_session and self._session is not None:
-            await self._session.close()
+        for flight in list(self._flights.values()):
+            task = flight.task
+            if task is None or task is current or task.done():
+                continue
+            flight.closed_by_client = True
+            flight.unwound = loop.create_future()
+            unwinding.append(flight.unwound)
+            task.cancel()
+        if unwinding:
+            await asyncio.wait(unwinding, timeout=5.0)
 
     # -- the exchange ------------------------------------------------------------------------
 
@@ -408,13 +428,14 @@ class SwanAuthClient:
         session = self._session
         if loop is not self._loop or session is None or self._closed:
             session = self._bind(loop)
-        flights = self._flights
+        # self._flights is not copied into a local: error trackers record the locals of a failed
+        # call's frames, and that dict holds the codes of every other call in flight.
         key: object = code if self._coalesce else object()
-        flight = flights.get(key)
+        flight = self._flights.get(key)
         if flight is not None:
             return await self._join(flight, timeout, max_attempts)
         flight = _Flight(asyncio.current_task())
-        flights[key] = flight
+        self._flights[key] = flight
         try:
             result = await self._run(session, loop, flight, code, timeout, max_attempts)
         except asyncio.CancelledError:
@@ -438,7 +459,7 @@ class SwanAuthClient:
                 flight.succeed(result)
             return result
         finally:
-            del flights[key]
+            del self._flights[key]
             if flight.unwound is not None:
                 flight.unwound.set_result(None)
 
@@ -512,12 +533,17 @@ class SwanAuthClient:
         try:
             result = await self._attempt(session, code, attempt_timeout)
         except AttemptFailure as failure:
-            return await self._retry(
-                session, loop, flight, code, failure, started, started + timeout, max_attempts
-            )
-        if self._on_attempt is not None or logger.isEnabledFor(logging.DEBUG):
-            self._report(code, 1, "ok", 200, loop.time() - started, None, "success", None)
-        return result
+            first_failure = failure
+        else:
+            if self._on_attempt is not None or logger.isEnabledFor(logging.DEBUG):
+                elapsed = loop.time() - started
+                self._report(mask_code(code), 1, "ok", 200, elapsed, None, "success", None)
+            return result
+        # Outside the except block, so the error the call raises does not drag the internal
+        # AttemptFailure (and the frames that parsed Baidu's answer) along as its __context__.
+        return await self._retry(
+            session, loop, flight, code, first_failure, started, started + timeout, max_attempts
+        )
 
     async def _attempt(
         self, session: aiohttp.ClientSession, code: str, timeout: aiohttp.ClientTimeout
@@ -532,6 +558,7 @@ class SwanAuthClient:
                 body = await read_capped_body(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
             error, disposition = transport_failure(exc)
+            error.__cause__ = exc  # what aiohttp said, for whoever debugs the network
             raise AttemptFailure(error, disposition) from None
         except RuntimeError as exc:
             if session.closed:
@@ -562,13 +589,14 @@ class SwanAuthClient:
         attempt = 1
         attempt_started = started
         may_have_spent = False
+        masked = mask_code(code)
         while True:
             now = loop.time()
             elapsed = now - attempt_started
             may_have_spent |= failure.disposition is Disposition.AMBIGUOUS
             reason, wait = self._plan_retry(failure, attempt, max_attempts, deadline - now, elapsed)
             self._report(
-                code,
+                masked,
                 attempt,
                 _outcome(failure.error),
                 failure.status,
@@ -595,9 +623,8 @@ class SwanAuthClient:
             except AttemptFailure as next_failure:
                 failure = next_failure
                 continue
-            self._report(
-                code, attempt, "ok", 200, loop.time() - attempt_started, None, "success", None
-            )
+            elapsed = loop.time() - attempt_started
+            self._report(masked, attempt, "ok", 200, elapsed, None, "success", None)
             return result
 
     def _plan_retry(
@@ -648,7 +675,7 @@ class SwanAuthClient:
 
     def _report(
         self,
-        code: str,
+        masked_code: str,
         attempt: int,
         outcome: str,
         status: int | None,
@@ -657,7 +684,8 @@ class SwanAuthClient:
         reason: str,
         wait: float | None,
     ) -> None:
-        masked = mask_code(code)
+        # Takes the masked code only: logger.exception below records this frame's locals.
+        masked = masked_code
         if logger.isEnabledFor(logging.DEBUG):
             decision = f"retry in {wait:.3f}s" if wait is not None else f"done ({reason})"
             logger.debug(
@@ -683,9 +711,15 @@ class SwanAuthClient:
             reason=reason,
         )
         try:
-            self._on_attempt(event)
+            returned = self._on_attempt(event)
         except Exception:
             logger.exception("the on_attempt hook raised; the exchange goes on")
+            return
+        if inspect.iscoroutine(returned):
+            returned.close()  # never awaited: close it rather than leak a warning per attempt
+            if not self._warned_async_hook:
+                self._warned_async_hook = True
+                logger.warning("the on_attempt hook returned a coroutine, which is not awaited")
 
 
 def _retry_state(attempt: int, error: Exception) -> RetryCallState:

@@ -86,7 +86,10 @@ async def read_capped_body(response: aiohttp.ClientResponse) -> bytes | None:
     if length is not None:
         if length > MAX_BODY_BYTES:
             return None
-        return await response.read()
+        # Content-Length counts the bytes on the wire; a compressed body may expand far beyond
+        # them, so only an uncompressed one is read whole.
+        if "Content-Encoding" not in response.headers:
+            return await response.read()
     stream = response.content
     chunks: list[bytes] = []
     size = 0

@@ -23,7 +23,7 @@ import aiohttp
 from tenacity import wait_exponential, wait_random
 from tenacity.wait import wait_base
 
-from ._errors import ExchangeTimeoutError, SwanAuthError, TransportError
+from ._errors import ExchangeTimeoutError, ResponseError, SwanAuthError, TransportError
 
 __all__ = [
     "Disposition",
@@ -84,6 +84,10 @@ def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
         # ServerDisconnectedError, ClientOSError and resets: a stale keep-alive connection looks
         # exactly like this, and the request may or may not have been read.
         return TransportError(f"connection to Baidu lost ({name})"), Disposition.AMBIGUOUS
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return TransportError(f"the proxy refused the request ({exc.status})"), Disposition.FINAL
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ResponseError(f"Baidu's answer is not valid HTTP ({name})"), Disposition.FINAL
     if isinstance(exc, TimeoutError):
         # aiohttp's total timeout, which the client sets to the call's remaining deadline.
         return ExchangeTimeoutError("the exchange's deadline passed"), Disposition.FINAL
