@@ -14,10 +14,12 @@ from ._errors import (
     ClientClosedError,
     CodeConsumedError,
     ConfigurationError,
+    DecryptError,
     ExchangeTimeoutError,
     InvalidClientError,
     InvalidCodeError,
     InvalidInputError,
+    MissingDependencyError,
     ResponseError,
     ServiceUnavailableError,
     SwanAuthError,
@@ -27,6 +29,7 @@ from ._errors import (
 from ._models import AttemptEvent, SessionKey
 from ._retry import RetryBudget
 from ._version import __version__
+from .crypto import decrypt_user_data, swanid_signature, verify_swanid_signature
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -35,10 +38,12 @@ __all__ = [
     "ClientClosedError",
     "CodeConsumedError",
     "ConfigurationError",
+    "DecryptError",
     "ExchangeTimeoutError",
     "InvalidClientError",
     "InvalidCodeError",
     "InvalidInputError",
+    "MissingDependencyError",
     "ResponseError",
     "RetryBudget",
     "ServiceUnavailableError",
@@ -48,4 +53,7 @@ __all__ = [
     "TransportError",
     "UsageError",
     "__version__",
+    "decrypt_user_data",
+    "swanid_signature",
+    "verify_swanid_signature",
 ]

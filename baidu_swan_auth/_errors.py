@@ -14,11 +14,14 @@ The tree, so a reader sees it before any class::
     ├── TransportError                        the network failed, still failing at the end
     │   └── ExchangeTimeoutError (also TimeoutError)
     ├── ClientClosedError                     the client was closed
-    └── ResponseError                         an answer not of the documented shape
+    ├── ResponseError                         an answer not of the documented shape
+    ├── DecryptError                          user data that does not decrypt: a stale key, ...
+    └── MissingDependencyError (also ImportError)
+                                              an optional extra (crypto) is not installed
 
 Every exception carries ``error`` (Baidu's error string or None), ``description``, ``status``
 (the HTTP status or None) and ``attempts`` (how many requests the call made). Messages never contain
-the AppSecret, a session key or a whole login code.
+the AppSecret, a session key, decrypted user data or a whole login code.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ __all__ = [
     "ClientClosedError",
     "CodeConsumedError",
     "ConfigurationError",
+    "DecryptError",
     "ExchangeTimeoutError",
     "InvalidClientError",
     "InvalidCodeError",
     "InvalidInputError",
+    "MissingDependencyError",
     "ResponseError",
     "ServiceUnavailableError",
     "SwanAuthError",
@@ -96,7 +101,8 @@ def _rebuild(cls: type[SwanAuthError], message: str, state: dict[str, Any]) -> S
 
 
 class InvalidInputError(SwanAuthError, ValueError):
-    """The input is unusable (an empty, over-long or control-character code); nothing was sent."""
+    """The input is unusable: an empty, over-long or control-character code (nothing was sent),
+    a non-str argument to [`swanid_signature`][baidu_swan_auth.swanid_signature], ..."""
 
     kind = "invalid_input"
 
@@ -208,6 +214,49 @@ class ResponseError(SwanAuthError):
     """Baidu's answer was not of the documented shape: not JSON, a redirect, too large, ..."""
 
     kind = "response"
+
+
+class DecryptError(SwanAuthError):
+    """User data did not decrypt with the session key, or an argument to decryption is unusable.
+
+    Raised by [`decrypt_user_data`][baidu_swan_auth.decrypt_user_data] and
+    [`SessionKey.decrypt`][baidu_swan_auth.SessionKey.decrypt] for every bad input: they never
+    return garbage. The message never contains the session key or the decrypted data.
+
+    Attributes:
+        reason: What was wrong, a stable string: ``"argument"`` (not a str, an empty AppKey),
+            ``"base64"``, ``"key_size"``, ``"iv_size"``, ``"data_size"``, ``"padding"``,
+            ``"length"`` (the length field does not fit), ``"app_key"`` (the data ends with
+            another AppKey) or ``"json"`` (the payload is not a JSON object).
+        stale_key: True for ``"padding"``, ``"length"`` and ``"app_key"``: the data does not
+            decrypt to Baidu's layout under this key, which almost always means the session key
+            is stale (a newer ``swan.login()`` renewed it). Have the mini program log in again.
+    """
+
+    kind = "decrypt"
+    _STALE_REASONS: ClassVar[frozenset[str]] = frozenset({"padding", "length", "app_key"})
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.stale_key = reason in self._STALE_REASONS
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+class MissingDependencyError(SwanAuthError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` to run.
+
+    Attributes:
+        package: The missing distribution, e.g. ``"cryptography"`` for the ``crypto`` extra.
+    """
+
+    kind = "missing_dependency"
+
+    def __init__(self, message: str, *, package: str) -> None:
+        super().__init__(message)
+        self.package = package
 
 
 _ERROR_CLASSES: dict[str, type[ApiError]] = {

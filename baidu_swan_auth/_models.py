@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+
+from .crypto import decrypt_user_data
 
 __all__ = ["AttemptEvent", "SessionKey", "mask_code"]
 
@@ -18,6 +22,28 @@ class SessionKey:
 
     openid: str
     session_key: str = attrs.field(repr=False)
+
+    def decrypt(self, data: str, iv: str, app_key: str) -> dict[str, Any]:
+        """Decrypt user data the mini program received while this key was current.
+
+        The same as [`decrypt_user_data`][baidu_swan_auth.decrypt_user_data] with this
+        ``session_key``; needs the ``crypto`` extra.
+
+        Args:
+            data: The encrypted data from ``swan.getUserInfo``, ``getPhoneNumber``, ...: base64.
+            iv: The ``iv`` that came with it: base64.
+            app_key: The mini program's AppKey (the ``client_id``).
+
+        Returns:
+            The decrypted JSON object.
+
+        Raises:
+            DecryptError: The inputs do not decrypt to Baidu's layout with this key; see
+                [`DecryptError`][baidu_swan_auth.DecryptError]. ``stale_key`` is true when a
+                newer login most likely replaced this key.
+            MissingDependencyError: The ``cryptography`` package is not installed.
+        """
+        return decrypt_user_data(data, iv, self.session_key, app_key)
 
 
 @attrs.frozen

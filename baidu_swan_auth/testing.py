@@ -49,12 +49,14 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 from aiohttp import web
+
+from . import crypto as _crypto
 
 __all__ = [
     "DEFAULT_CLIENT_ID",
@@ -74,6 +76,7 @@ __all__ = [
     "Redirect",
     "Truncated",
     "UnknownCodeError",
+    "encrypt_user_data",
     "main",
 ]
 
@@ -344,6 +347,67 @@ class Redirect(Fault):
 
     status: int = attrs.field(default=307, validator=_http_status)
     location: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Encrypted user data
+
+
+def encrypt_user_data(
+    payload: Mapping[str, Any] | bytes,
+    iv: str,
+    session_key: str,
+    app_key: str,
+    *,
+    random: Callable[[int], bytes] = secrets.token_bytes,
+    padding: int | None = None,
+) -> str:
+    """Encrypt user data the way Baidu does for ``swan.getUserInfo`` and friends.
+
+    The inverse of [`decrypt_user_data`][baidu_swan_auth.decrypt_user_data], for tests: a
+    production server only ever decrypts. It lives here rather than in ``baidu_swan_auth.crypto``
+    for that reason. With Baidu's 16 random bytes fixed through ``random``, it reproduces Baidu's
+    ciphertext byte for byte. Needs the ``crypto`` extra.
+
+    Args:
+        payload: A JSON object, encoded compactly as UTF-8 (non-ASCII kept as is), or the exact
+            payload bytes, which need not be JSON (to test how your code handles bad data).
+        iv: Base64 of 16 bytes.
+        session_key: Base64 of 24 bytes, e.g. a [`Grant`][baidu_swan_auth.testing.Grant]'s.
+        app_key: The AppKey appended after the payload.
+        random: Returns ``n`` random bytes: the source of the 16-byte random prefix.
+        padding: The pad count, from 1 to 32, such that the padded length is a multiple of 16.
+            ``None``: Baidu's padding, to a multiple of 32.
+
+    Returns:
+        The encrypted data, standard base64, as the mini program receives it.
+
+    Raises:
+        ValueError: The key or IV has the wrong size, or ``padding`` does not fit.
+        MissingDependencyError: The ``cryptography`` package is not installed.
+    """
+    _crypto._require_cryptography("encrypting")
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
+    key = base64.b64decode(session_key, validate=True)
+    iv_bytes = base64.b64decode(iv, validate=True)
+    if len(key) != _crypto.KEY_SIZE or len(iv_bytes) != _crypto.IV_SIZE:
+        raise ValueError("the session key must be 24 bytes and the IV 16 bytes")
+    if isinstance(payload, bytes):
+        body = payload
+    else:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    prefix = random(_crypto.PREFIX_SIZE)
+    if len(prefix) != _crypto.PREFIX_SIZE:
+        raise ValueError("random(16) must return 16 bytes")
+    plain = prefix + struct.pack(">I", len(body)) + body + app_key.encode("utf-8")
+    if padding is None:
+        padding = _crypto.PAD_BLOCK - len(plain) % _crypto.PAD_BLOCK
+    if not 1 <= padding <= _crypto.PAD_BLOCK or (len(plain) + padding) % _crypto.BLOCK_SIZE:
+        raise ValueError(f"padding={padding} does not make whole 16-byte blocks here")
+    plain += bytes([padding]) * padding
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv_bytes)).encryptor()
+    return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,6 +834,35 @@ class FakeBaiduServer:
         if grant is None:
             raise UnknownCodeError("this code was never issued by the fake")
         return grant
+
+    def encrypt_for(
+        self, code: str, payload: Mapping[str, Any] | bytes, *, app_key: str | None = None
+    ) -> tuple[str, str]:
+        """Encrypt user data with the session key of a code, as the mini program would get it.
+
+        Models ``swan.getUserInfo`` (or ``getPhoneNumber``, ...) called after the ``swan.login()``
+        that produced ``code``: your server decrypts the result with the session key it got for
+        that code. Needs the ``crypto`` extra.
+
+        Args:
+            code: A code from `issue_code` (or auto-issued).
+            payload: The JSON object (or raw payload bytes) to encrypt; see
+                [`encrypt_user_data`][baidu_swan_auth.testing.encrypt_user_data].
+            app_key: The AppKey to append; the fake's ``client_id`` by default.
+
+        Returns:
+            ``(data, iv)``, both base64, with a fresh random IV.
+
+        Raises:
+            UnknownCodeError: The code was never issued.
+            MissingDependencyError: The ``cryptography`` package is not installed.
+        """
+        grant = self.grant_for(code)
+        iv = base64.b64encode(secrets.token_bytes(_crypto.IV_SIZE)).decode("ascii")
+        data = encrypt_user_data(
+            payload, iv, grant.session_key, self.client_id if app_key is None else app_key
+        )
+        return data, iv
 
     def is_spent(self, code: str) -> bool:
         """Tell whether a code was already exchanged (or spent by a fault).
