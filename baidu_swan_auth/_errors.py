@@ -290,10 +290,11 @@ def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthE
 
     ``{"error": ..., "error_description": ...}`` is OAuth's shape; a non-zero numeric ``errno`` or
     ``error_code`` with ``errmsg`` / ``error_msg`` / ``msg`` is the shape of Baidu's other APIs.
-    An ``error`` field of the wrong type is a malformed answer, not an error string.
+    An empty or zero ``error`` (``null``, ``""``, ``0``, ``false``) signals none; one of another
+    type than a string or a number is a malformed answer, not an error string.
     """
     raw_error = payload.get("error")
-    if raw_error is not None and raw_error != "":
+    if raw_error:
         if isinstance(raw_error, bool) or not isinstance(raw_error, str | int):
             return ResponseError("Baidu's answer has an ill-typed 'error' field", status=status)
         error = str(raw_error)[:_MAX_TEXT]

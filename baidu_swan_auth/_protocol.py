@@ -124,19 +124,24 @@ def interpret_answer(
     """
     if status == 200:
         payload = _json_object(body)
-        if payload is not None and "error" not in payload:
-            openid = payload.get("openid")
-            session_key = payload.get("session_key")
-            if (
-                type(openid) is str
-                and type(session_key) is str
-                and openid
-                and session_key
-                and not payload.get("errno")
-                and not payload.get("error_code")
-            ):
-                return SessionKey(openid, session_key)
+        if payload is not None and (
+            # One rule decides success and failure: benign fields ("errno": 0, "error": null)
+            # must not turn a spent code's good answer into an error.
+            ("error" not in payload and "errno" not in payload and "error_code" not in payload)
+            or error_from_payload(payload, status) is None
+        ):
+            key = _session_key(payload)
+            if key is not None:
+                return key
     raise _failure(status, headers, body, credentials, code)
+
+
+def _session_key(payload: dict[str, Any]) -> SessionKey | None:
+    openid = payload.get("openid")
+    session_key = payload.get("session_key")
+    if type(openid) is str and type(session_key) is str and openid and session_key:
+        return SessionKey(openid, session_key)
+    return None
 
 
 def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> dict[str, Any]:

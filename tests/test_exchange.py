@@ -421,3 +421,26 @@ def test_every_error_is_a_swan_auth_error() -> None:
         value = getattr(baidu_swan_auth, name)
         if isinstance(value, type) and issubclass(value, BaseException):
             assert issubclass(value, SwanAuthError), name
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '"error": null',
+        '"error": ""',
+        '"error": 0',
+        '"error": false',
+        '"errno": 0',
+        '"errno": "0"',
+        '"error_code": 0',
+        '"error_code": "0"',
+        '"errmsg": "ok"',
+    ],
+)
+async def test_benign_error_fields_do_not_spoil_a_good_answer(
+    fake: FakeBaiduServer, client: SwanAuthClient, extra: str
+) -> None:
+    code = fake.issue_code()
+    body = f'{{"openid": "benign", "session_key": "k", {extra}}}'.encode()
+    fake.script(code, RawBody(body))
+    assert (await client.exchange(code)).openid == "benign"
