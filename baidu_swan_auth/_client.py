@@ -10,7 +10,7 @@ import math
 import os
 import ssl as ssl_module
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,6 +42,8 @@ from ._protocol import (
 )
 from ._retry import Disposition, RetryBudget, default_backoff, transport_failure
 from ._version import __version__
+from .bulk import Outcome, RateLimiter, current_pace
+from .bulk import exchange_many as _exchange_many
 
 __all__ = ["DEFAULT_ENDPOINT", "SwanAuthClient"]
 
@@ -463,6 +465,44 @@ class SwanAuthClient:
             if flight.unwound is not None:
                 flight.unwound.set_result(None)
 
+    def exchange_many(
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int = 16,
+        rate: float | RateLimiter | None = None,
+    ) -> AsyncGenerator[Outcome, None]:
+        """Exchange many codes, yielding one [`Outcome`][baidu_swan_auth.bulk.Outcome] per input.
+
+        ```python
+        async with contextlib.aclosing(client.exchange_many(rows, rate=50)) as outcomes:
+            async for outcome in outcomes:
+                ...  # outcome.tag, outcome.ok, outcome.result or outcome.error
+        ```
+
+        Args:
+            items: Codes, or ``(tag, code)`` pairs where ``tag`` is anything you want back (a
+                user id, a row number); an iterable or an async iterable. Read lazily, never
+                more than about ``concurrency`` ahead, so a generator of millions is fine.
+            concurrency: Calls in flight at most.
+            rate: Requests per second at most for the whole job, retries included, spaced
+                evenly (no initial burst). The wait for the rate limit comes before a call
+                starts and does not count against its ``timeout`` (a retry's wait does, as
+                it happens inside the call). A [`RateLimiter`][baidu_swan_auth.bulk.RateLimiter]
+                can be passed instead, to share one limit between jobs.
+
+        Returns:
+            An async iterator of outcomes, in completion order. A failing item never raises:
+            its outcome carries the ``SwanAuthError``. Exactly one outcome per input.
+            Leaving the loop early (``break``) or closing the iterator cancels the calls in
+            flight; wrap it in ``contextlib.aclosing`` for that to happen at once rather than
+            when the iterator is garbage-collected.
+
+        Raises:
+            ConfigurationError: ``concurrency`` or ``rate`` is not a positive number.
+        """
+        return _exchange_many(self, items, concurrency=concurrency, rate=rate)
+
     def _cancellation_error(self, flight: _Flight) -> SwanAuthError | None:
         """What a cancelled call raises instead, or None to let the cancellation through."""
         task = flight.task
@@ -612,6 +652,9 @@ class SwanAuthClient:
                 raise ClientClosedError(
                     "the SwanAuthClient was closed during the call", attempts=attempt
                 )
+            pace = current_pace.get()
+            if pace is not None:  # the job's rate limit counts retries too
+                await pace.acquire()
             attempt += 1
             flight.attempts = attempt
             attempt_started = loop.time()

@@ -1,0 +1,200 @@
+"""Many codes at once: bounded concurrency, a job-wide rate limit, one outcome per input.
+
+[`SwanAuthClient.exchange_many`][baidu_swan_auth.SwanAuthClient.exchange_many] is the entry
+point; this module holds its machinery and the [`Outcome`][baidu_swan_auth.bulk.Outcome] it yields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+import time
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+)
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import ApiError, CodeConsumedError, ConfigurationError, SwanAuthError
+from ._models import SessionKey, mask_code
+
+if TYPE_CHECKING:
+    from ._client import SwanAuthClient
+
+__all__ = ["Outcome", "RateLimiter", "error_label"]
+
+
+@attrs.frozen(repr=False)
+class Outcome:
+    """What became of one input of ``exchange_many``: a result or an error, never both.
+
+    Attributes:
+        code: The code as it was given.
+        tag: The tag given with it (``(tag, code)`` pairs), else None.
+        result: The ``SessionKey`` when the exchange succeeded.
+        error: The ``SwanAuthError`` when it failed.
+    """
+
+    code: Any
+    tag: Any = None
+    result: SessionKey | None = None
+    error: SwanAuthError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the exchange succeeded."""
+        return self.error is None
+
+    def __repr__(self) -> str:
+        code = mask_code(self.code) if isinstance(self.code, str) else type(self.code).__name__
+        shown = f"result={self.result!r}" if self.error is None else f"error={self.error!r}"
+        return f"Outcome(code={code!r}, tag={self.tag!r}, {shown})"
+
+
+def error_label(error: SwanAuthError) -> str:
+    """A stable name for a failure: Baidu's error string for Baidu's refusals, else the kind.
+
+    ``invalid_grant``, ``invalid_client`` or an unknown string as Baidu sent it; ``code_consumed``,
+    ``unavailable``, ``transport``, ``timeout``, ``response``, ``invalid_input`` and so on for the
+    rest (a 503 carrying an error body is ``unavailable``, whatever the body says).
+    """
+    if isinstance(error, ApiError) and not isinstance(error, CodeConsumedError) and error.error:
+        return error.error
+    return error.kind
+
+
+class RateLimiter:
+    """Paces requests evenly: at most ``rate`` per second, with no burst beyond one request.
+
+    Requests are spaced ``1 / rate`` seconds apart (``aiolimiter.AsyncLimiter(rate, 1)``, by
+    contrast, lets a whole second's worth through at once). Shared by every call of one job, so
+    retries are paced too.
+
+    Args:
+        rate: Requests per second.
+        clock: Seconds, monotonic (tests inject their own).
+        sleep: Waits that many seconds (tests inject their own).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
+            raise ConfigurationError(f"rate must be a positive number, not {rate!r}")
+        if not math.isfinite(rate):
+            raise ConfigurationError("rate must be finite")
+        self.interval = 1.0 / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next_slot: float | None = None
+
+    async def acquire(self) -> None:
+        """Wait for the next free slot. A slot is taken at once, so waiters queue up fairly."""
+        now = self._clock()
+        slot = now if self._next_slot is None else max(now, self._next_slot)
+        self._next_slot = slot + self.interval
+        if slot > now:
+            await self._sleep(slot - now)
+
+
+#: The pacing of the job the current task belongs to. The client reads it before each retry
+#: (the slow path), so a plain ``exchange()`` pays nothing for it; each item's task has its own
+#: copy of the context, set before the call.
+current_pace: contextvars.ContextVar[RateLimiter | None] = contextvars.ContextVar(
+    "baidu_swan_auth_pace", default=None
+)
+
+
+def _split(item: Any) -> tuple[Any, Any]:
+    """``(tag, code)`` from an input: a code alone, or a 2-tuple (or list) of tag and code."""
+    if isinstance(item, tuple | list) and len(item) == 2:
+        return item[0], item[1]
+    return None, item
+
+
+async def _exchange_one(client: SwanAuthClient, item: Any, limiter: RateLimiter | None) -> Outcome:
+    tag, code = _split(item)
+    if limiter is not None:
+        current_pace.set(limiter)
+        await limiter.acquire()  # before the call: the wait does not count against its timeout
+    try:
+        return Outcome(code, tag, result=await client.exchange(code))
+    except SwanAuthError as error:
+        return Outcome(code, tag, error=error)
+    except Exception as unexpected:  # an SDK bug must not lose the input's outcome
+        wrapped = SwanAuthError(f"unexpected failure ({type(unexpected).__name__})")
+        wrapped.__cause__ = unexpected
+        return Outcome(code, tag, error=wrapped)
+
+
+async def _inputs(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def exchange_many(
+    client: SwanAuthClient,
+    items: Iterable[Any] | AsyncIterable[Any],
+    *,
+    concurrency: int = 16,
+    rate: float | RateLimiter | None = None,
+) -> AsyncGenerator[Outcome, None]:
+    """The machinery behind ``SwanAuthClient.exchange_many`` (see there).
+
+    Settings are checked here, at the call, rather than at the first iteration.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an int of at least 1, not {concurrency!r}")
+    if not isinstance(items, Iterable | AsyncIterable):
+        raise ConfigurationError(f"items must be iterable, not {type(items).__name__}")
+    limiter = rate if isinstance(rate, RateLimiter) or rate is None else RateLimiter(rate)
+    return _stream(client, items, concurrency, limiter)
+
+
+async def _stream(
+    client: SwanAuthClient,
+    items: Iterable[Any] | AsyncIterable[Any],
+    concurrency: int,
+    limiter: RateLimiter | None,
+) -> AsyncGenerator[Outcome, None]:
+    source = _inputs(items)
+    running: set[asyncio.Task[Outcome]] = set()
+    exhausted = False
+    try:
+        while True:
+            # Read ahead only as far as there is room: inputs are taken lazily, and memory
+            # holds at most `concurrency` calls however long the input.
+            while not exhausted and len(running) < concurrency:
+                try:
+                    item = await anext(source)
+                except StopAsyncIteration:
+                    exhausted = True
+                    break
+                running.add(asyncio.create_task(_exchange_one(client, item, limiter)))
+            if not running:
+                return
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                yield task.result()
+    finally:
+        # The consumer stopped early (break, aclose, cancellation) or the input failed:
+        # nobody waits for these any more.
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        await source.aclose()
