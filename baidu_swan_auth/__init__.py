@@ -29,6 +29,7 @@ from ._errors import (
 from ._models import AttemptEvent, SessionKey
 from ._retry import RetryBudget
 from ._version import __version__
+from .bulk import Outcome
 from .crypto import decrypt_user_data, swanid_signature, verify_swanid_signature
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidCodeError",
     "InvalidInputError",
     "MissingDependencyError",
+    "Outcome",
     "ResponseError",
     "RetryBudget",
     "ServiceUnavailableError",

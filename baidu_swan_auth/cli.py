@@ -5,89 +5,133 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
-from collections.abc import Callable, Sequence
-
-import attrs
+from collections.abc import Sequence
+from typing import Any
 
 from ._client import SwanAuthClient
-from ._errors import SwanAuthError
-from ._models import SessionKey, mask_code
+from ._demo import run_demo
+from ._errors import ConfigurationError
+from ._job import JobError, JobOptions, JobSummary, run_exchange_job
 from ._version import __version__
-from .testing import Drop, ErrorStatus, FakeBaiduServer, Fault
 
 __all__ = ["main"]
 
 
-@attrs.frozen
-class _Case:
-    title: str
-    expected: str  # "ok", or the name of the SwanAuthError subclass the case must end in
-    faults: tuple[Fault, ...] = ()
-    code: str | None = None  # a code that is not issued by the fake
-    open_source: bool = False
-    spend_first: bool = False
+class _ProgressBar:
+    """A tqdm bar on stderr: done, failed, rate and ETA."""
+
+    def __init__(self, total: int | None) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 (the cli extra, needed for terminals only)
+
+        self._bar = tqdm(total=total, unit="code", file=sys.stderr, dynamic_ncols=True)
+        self._failed = 0
+
+    def __call__(self, ok: bool) -> None:
+        if not ok:
+            self._failed += 1
+            self._bar.set_postfix(failed=self._failed, refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
 
 
-_CASES = (
-    _Case("a fresh code", "ok"),
-    _Case("a code for Baidu's open-source host (contains @)", "ok", open_source=True),
-    _Case(
-        "503 with Retry-After, then 429, then success",
-        "ok",
-        (ErrorStatus(503, retry_after="1"), ErrorStatus(429)),
-    ),
-    _Case("connection dropped before Baidu read the code", "ok", (Drop(spend=False),)),
-    _Case(
-        "connection dropped after Baidu spent the code", "CodeConsumedError", (Drop(spend=True),)
-    ),
-    _Case("a code that was already used", "InvalidCodeError", spend_first=True),
-    _Case("a code Baidu never issued", "InvalidCodeError", code="never-issued-code-0000"),
-    _Case("502 on every attempt", "ServiceUnavailableError", (ErrorStatus(502),) * 4),
-    _Case("an empty code", "InvalidInputError", code=""),
-)
-
-
-async def _run_case(
-    case: _Case, fake: FakeBaiduServer, client: SwanAuthClient
-) -> tuple[str, SessionKey | SwanAuthError]:
-    code = case.code if case.code is not None else fake.issue_code(open_source=case.open_source)
-    if case.faults:
-        fake.script(code, *case.faults)
-    if case.spend_first:
-        await client.exchange(code)
+def _progress_bar(total: int | None, enabled: bool) -> _ProgressBar | None:
+    if not enabled or not sys.stderr.isatty():
+        return None
     try:
-        return code, await client.exchange(code)
-    except SwanAuthError as error:
-        return code, error
+        return _ProgressBar(total)
+    except ImportError:
+        print("(pip install 'baidu-swan-auth[cli]' for a progress bar)", file=sys.stderr)
+        return None
 
 
-def _mask_secret(value: str) -> str:
-    return f"{value[:2]}{'*' * 6}" if len(value) > 8 else "*" * 8
+def _count_inputs(path: str) -> int | None:
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return None  # the job reports it
 
 
-def _describe(result: SessionKey | SwanAuthError) -> tuple[str, str]:
-    if isinstance(result, SessionKey):
-        return "ok", f"openid={result.openid} session_key={_mask_secret(result.session_key)}"
-    attempts = f"after {result.attempts} attempt{'s' if result.attempts != 1 else ''}"
-    return type(result).__name__, f"{result} ({attempts})"
+async def _run_job(
+    client: SwanAuthClient, options: JobOptions, *, progress: bool
+) -> tuple[JobSummary, int | None]:
+    """Run the job with SIGINT/SIGTERM handling; returns the summary and the signal, if any."""
+    loop = asyncio.get_running_loop()
+    stop, cut = asyncio.Event(), asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if not stop.is_set():
+            print(
+                "\nstopping: no new inputs; finishing the calls in flight "
+                f"(up to {options.grace:.0f}s, again to abandon them)",
+                file=sys.stderr,
+            )
+            stop.set()
+        else:
+            cut.set()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    bar = _progress_bar(_count_inputs(options.input), progress)
+    try:
+        summary = await run_exchange_job(client, options, stop=stop, cut=cut, on_record=bar)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if bar is not None:
+            bar.close()
+    return summary, received[0] if received else None
 
 
-async def _demo(out: Callable[[str], None]) -> int:
-    async with FakeBaiduServer() as fake:
-        out(f"fake Baidu listening at {fake.url}")
-        async with SwanAuthClient(fake.client_id, fake.secret, endpoint=fake.url) as client:
-            failures = 0
-            for number, case in enumerate(_CASES, 1):
-                code, result = await _run_case(case, fake, client)
-                got, detail = _describe(result)
-                verdict = "as expected" if got == case.expected else f"EXPECTED {case.expected}"
-                failures += got != case.expected
-                out(f"{number}. {case.title}: code {mask_code(code)}")
-                out(f"   {got}: {detail} -- {verdict}")
-    total = len(_CASES)
-    out(f"{total - failures} of {total} outcomes as expected")
-    return 0 if failures == 0 else 1
+async def _exchange_command(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {"pool_size": max(100, args.concurrency)}
+    if args.endpoint:
+        overrides["endpoint"] = args.endpoint
+    try:
+        client = SwanAuthClient.from_env(**overrides)
+    except ConfigurationError as error:
+        print(f"baidu-swan-auth exchange: {error}", file=sys.stderr)
+        return 2
+    options = JobOptions(
+        input=args.input,
+        output=args.output,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        resume=args.resume,
+    )
+    async with client:
+        try:
+            summary, signum = await _run_job(client, options, progress=not args.no_progress)
+        except JobError as error:
+            print(f"baidu-swan-auth exchange: {error}", file=sys.stderr)
+            return 2
+    print(summary.describe(), file=sys.stderr)
+    if signum is not None:
+        return 128 + signum
+    return 1 if summary.failed else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,10 +144,36 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "demo",
-        help="run a few exchanges, some failing on purpose, against an embedded fake Baidu",
-        description="Starts a fake Baidu on 127.0.0.1, exchanges codes through SwanAuthClient "
-        "(some failing on purpose) and exits 0 when every outcome is the expected one.",
+        help="run exchanges, some failing on purpose, against an embedded fake Baidu",
+        description="Starts a fake Baidu on 127.0.0.1, walks through a few exchanges, then runs "
+        "a bulk job of a few thousand codes with injected faults, and exits 0 when every outcome "
+        "is the one it injected.",
     )
+    exchange = commands.add_parser(
+        "exchange",
+        help="exchange a file of codes into a file of records",
+        description="Exchange every code of INPUT (JSON Lines objects with a 'code' field, or "
+        "one code per line) into one JSON Lines record each in OUTPUT. Credentials come from "
+        "BAIDU_SWAN_CLIENT_ID and BAIDU_SWAN_SECRET only. Exit status: 0 all ok, 1 some inputs "
+        "failed, 2 usage or configuration error, 130 after Ctrl-C.",
+    )
+    exchange.add_argument("input", metavar="INPUT", help="a file, or - for stdin")
+    exchange.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="records file")
+    exchange.add_argument(
+        "--concurrency", type=_positive_int, default=16, help="calls in flight (default 16)"
+    )
+    exchange.add_argument(
+        "--rate", type=_positive_float, help="requests per second at most, retries included"
+    )
+    exchange.add_argument(
+        "--endpoint", help="exchange URL (default: $BAIDU_SWAN_ENDPOINT or Baidu's)"
+    )
+    exchange.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted job: skip inputs OUTPUT already has a record for",
+    )
+    exchange.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -114,7 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
     if args.command == "demo":
-        return asyncio.run(_demo(print))
+        bar = _progress_bar(None, enabled=True)
+        try:
+            return asyncio.run(run_demo(print, on_record=bar))
+        finally:
+            if bar is not None:
+                bar.close()
+    if args.command == "exchange":
+        return asyncio.run(_exchange_command(args))
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses others
 
 

@@ -16,6 +16,8 @@ def test_demo_exits_zero_with_every_outcome_as_expected(capsys: pytest.CaptureFi
 
     out = capsys.readouterr().out
     assert "9 of 9 outcomes as expected" in out
+    assert "records: 3000 of 3000 inputs, 0 missing, 0 doubled, 0 not as injected" in out
+    assert "demo: every outcome as expected" in out
     assert "EXPECTED" not in out
     assert "CodeConsumedError" in out
     assert DEFAULT_SECRET not in out

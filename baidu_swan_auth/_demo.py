@@ -1,0 +1,187 @@
+"""``baidu-swan-auth demo``: a guided tour, then a bulk job, against an embedded fake Baidu.
+
+Both parts go through the code paths users run: ``SwanAuthClient.exchange`` for the tour, and the
+``baidu-swan-auth exchange`` job for the bulk run. The demo exits 0 only when every outcome is the
+one it injected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+
+import attrs
+
+from ._client import SwanAuthClient
+from ._errors import SwanAuthError
+from ._job import JobOptions, JobSummary, run_exchange_job
+from ._models import SessionKey, mask_code
+from .testing import Drop, ErrorStatus, FakeBaiduServer, Fault
+
+__all__ = ["run_demo"]
+
+_ATTEMPTS = 4  # the demo client's max_attempts: "on every attempt" faults script that many
+
+Output = Callable[[str], None]
+OnRecord = Callable[[bool], None]
+
+
+@attrs.frozen
+class _Case:
+    title: str
+    expected: str  # "ok", or the name of the SwanAuthError subclass the case must end in
+    faults: tuple[Fault, ...] = ()
+    code: str | None = None  # a code that is not issued by the fake
+    open_source: bool = False
+    spend_first: bool = False
+
+
+_CASES = (
+    _Case("a fresh code", "ok"),
+    _Case("a code for Baidu's open-source host (contains @)", "ok", open_source=True),
+    _Case(
+        "503 with Retry-After, then 429, then success",
+        "ok",
+        (ErrorStatus(503, retry_after="1"), ErrorStatus(429)),
+    ),
+    _Case("connection dropped before Baidu read the code", "ok", (Drop(spend=False),)),
+    _Case(
+        "connection dropped after Baidu spent the code", "CodeConsumedError", (Drop(spend=True),)
+    ),
+    _Case("a code that was already used", "InvalidCodeError", spend_first=True),
+    _Case("a code Baidu never issued", "InvalidCodeError", code="never-issued-code-0000"),
+    _Case("502 on every attempt", "ServiceUnavailableError", (ErrorStatus(502),) * _ATTEMPTS),
+    _Case("an empty code", "InvalidInputError", code=""),
+)
+
+
+async def _run_case(
+    case: _Case, fake: FakeBaiduServer, client: SwanAuthClient
+) -> tuple[str, SessionKey | SwanAuthError]:
+    code = case.code if case.code is not None else fake.issue_code(open_source=case.open_source)
+    if case.faults:
+        fake.script(code, *case.faults)
+    if case.spend_first:
+        await client.exchange(code)
+    try:
+        return code, await client.exchange(code)
+    except SwanAuthError as error:
+        return code, error
+
+
+def _mask_secret(value: str) -> str:
+    return f"{value[:2]}{'*' * 6}" if len(value) > 8 else "*" * 8
+
+
+def _describe(result: SessionKey | SwanAuthError) -> tuple[str, str]:
+    if isinstance(result, SessionKey):
+        return "ok", f"openid={result.openid} session_key={_mask_secret(result.session_key)}"
+    attempts = f"after {result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+    return type(result).__name__, f"{result} ({attempts})"
+
+
+async def _tour(fake: FakeBaiduServer, client: SwanAuthClient, out: Output) -> bool:
+    failures = 0
+    for number, case in enumerate(_CASES, 1):
+        code, result = await _run_case(case, fake, client)
+        got, detail = _describe(result)
+        verdict = "as expected" if got == case.expected else f"EXPECTED {case.expected}"
+        failures += got != case.expected
+        out(f"{number}. {case.title}: code {mask_code(code)}")
+        out(f"   {got}: {detail} -- {verdict}")
+    total = len(_CASES)
+    out(f"{total - failures} of {total} outcomes as expected")
+    return failures == 0
+
+
+# The bulk run's mix: (share of inputs, the record's expected "error", or "ok").
+_BULK_MIX = (
+    (0.04, "ok"),  # 503 with Retry-After, then success
+    (0.02, "code_consumed"),  # the connection drops after Baidu spent the code
+    (0.02, "invalid_grant"),  # the code was used before
+    (0.01, "unavailable"),  # 502 on every attempt
+    (0.01, "invalid_input"),  # an empty code
+)
+
+
+async def _bulk_inputs(fake: FakeBaiduServer, client: SwanAuthClient, size: int) -> list[str]:
+    """JSON Lines inputs, each carrying the outcome it is meant to get, faults scripted."""
+    lines = []
+    for user in range(size):
+        code = fake.issue_code()
+        expect, position = "ok", (user * 7919) % size / size  # an even, shuffled spread
+        for share, kind in _BULK_MIX:
+            if position < share:
+                expect = kind
+                if kind == "ok":
+                    fake.script(code, ErrorStatus(503, retry_after="0"))
+                elif kind == "code_consumed":
+                    fake.script(code, Drop(spend=True))
+                elif kind == "invalid_grant":
+                    await client.exchange(code)
+                elif kind == "unavailable":
+                    fake.script(code, *[ErrorStatus(502)] * _ATTEMPTS)
+                else:
+                    code = ""
+                break
+            position -= share
+        lines.append(json.dumps({"code": code, "user": user, "expect": expect}) + "\n")
+    return lines
+
+
+def _check_records(path: str, size: int, out: Output) -> bool:
+    seen: Counter[int] = Counter()
+    wrong = 0
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            record = json.loads(raw)
+            seen[record["line"]] += 1
+            got = "ok" if "openid" in record else record["error"]
+            wrong += got != record["expect"]
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    missing = size - len(seen)
+    doubled = sum(1 for count in seen.values() if count > 1)
+    out(
+        f"records: {len(seen)} of {size} inputs, {missing} missing, {doubled} doubled, "
+        f"{wrong} not as injected, file mode {mode:o}"
+    )
+    return missing == 0 and doubled == 0 and wrong == 0 and mode == 0o600
+
+
+async def _bulk(
+    fake: FakeBaiduServer,
+    client: SwanAuthClient,
+    out: Output,
+    size: int,
+    on_record: OnRecord | None,
+) -> bool:
+    out(f"bulk: {size} codes, faults injected into {sum(s for s, _ in _BULK_MIX):.0%} of them")
+    with tempfile.TemporaryDirectory(prefix="baidu-swan-auth-demo-") as folder:
+        source = os.path.join(folder, "codes.jsonl")
+        target = os.path.join(folder, "records.jsonl")
+        lines = await _bulk_inputs(fake, client, size)
+        with open(source, "w", encoding="utf-8") as handle:  # noqa: ASYNC230 (a small temp file)
+            handle.writelines(lines)
+        options = JobOptions(input=source, output=target, concurrency=32)
+        summary: JobSummary = await run_exchange_job(client, options, on_record=on_record)
+        out(summary.describe())
+        return _check_records(target, size, out)
+
+
+async def run_demo(out: Output, *, bulk_size: int = 3000, on_record: OnRecord | None = None) -> int:
+    """Run the demo; 0 when every outcome is the expected one, else 1."""
+    async with FakeBaiduServer() as fake:
+        out(f"fake Baidu listening at {fake.url}")
+        client = SwanAuthClient(
+            fake.client_id, fake.secret, endpoint=fake.url, max_attempts=_ATTEMPTS
+        )
+        async with client:
+            toured = await _tour(fake, client, out)
+            bulked = await _bulk(fake, client, out, bulk_size, on_record)
+    ok = toured and bulked
+    out("demo: every outcome as expected" if ok else "demo: SOME OUTCOMES WERE NOT AS EXPECTED")
+    return 0 if ok else 1

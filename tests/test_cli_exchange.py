@@ -1,0 +1,307 @@
+"""``baidu-swan-auth exchange`` as users run it: a subprocess against the fake on its thread."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from baidu_swan_auth._job import _existing_records
+from baidu_swan_auth.testing import Delay, FakeBaiduServer
+
+
+def _env(fake: FakeBaiduServer, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BAIDU_SWAN_")}
+    env.update(
+        BAIDU_SWAN_CLIENT_ID=fake.client_id,
+        BAIDU_SWAN_SECRET=fake.secret,
+        BAIDU_SWAN_ENDPOINT=fake.url,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+COMMAND = [sys.executable, "-m", "baidu_swan_auth.cli", "exchange"]
+
+
+def _run(
+    fake: FakeBaiduServer, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*COMMAND, *args],
+        env=env if env is not None else _env(fake),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert fake.secret not in result.stdout + result.stderr
+    return result
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_plain_lines(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    good = [fake_baidu.issue_code() for _ in range(5)]
+    twice = fake_baidu.issue_code()
+    fake_baidu.script(twice, Delay(0.2))  # both lines are in flight together: they share
+    source = tmp_path / "codes.txt"
+    source.write_bytes(
+        f"{good[0]}\r\n\n  {good[1]}  \n{twice}\n{twice}\n\n{good[2]}\n{good[3]}\r\n"
+        f"{good[4]}\nnever-issued-code".encode()
+    )
+    output = tmp_path / "records.jsonl"
+
+    result = _run(fake_baidu, str(source), "-o", str(output), "--no-progress")
+
+    assert result.returncode == 1, result.stderr
+    records = {record["line"]: record for record in _records(output)}
+    assert sorted(records) == [1, 3, 4, 5, 7, 8, 9, 10], "blank lines get no record"
+    assert records[3]["code"] == good[1]
+    for line in (1, 3, 4, 5, 7, 8, 9):
+        assert set(records[line]) == {"line", "code", "openid", "session_key"}
+        grant = fake_baidu.grant_for(records[line]["code"])
+        assert records[line]["session_key"] == grant.session_key
+    assert records[10]["error"] == "invalid_grant"
+    assert records[10]["description"]
+    assert len(fake_baidu.requests_for(twice)) == 1
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    assert "7 ok, 1 failed (invalid_grant: 1)" in result.stderr
+
+
+def test_json_lines_carry_their_fields(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    code = fake_baidu.issue_code(openid="user-7")
+    source = tmp_path / "codes.jsonl"
+    rows = [
+        {"code": code, "user_id": 7, "line": 99, "openid": "forged", "error": "forged"},
+        "not json {",
+        {"user_id": 8},
+        {"code": 12345},
+        {"code": "never-issued-code", "user_id": 9},
+    ]
+    source.write_text(
+        "\n".join(row if isinstance(row, str) else json.dumps(row) for row in rows) + "\n",
+        encoding="utf-8",
+    )
+    output = tmp_path / "out.jsonl"
+
+    result = _run(fake_baidu, str(source), "-o", str(output), "--no-progress")
+
+    assert result.returncode == 1
+    records = {record["line"]: record for record in _records(output)}
+    assert records[1] == {
+        "line": 1,
+        "code": code,
+        "openid": "user-7",
+        "session_key": fake_baidu.grant_for(code).session_key,
+        "user_id": 7,
+    }
+    assert records[2]["error"] == "invalid_input"
+    assert records[3] == {
+        "line": 3,
+        "code": None,
+        "error": "invalid_input",
+        "description": "the object has no string 'code' field",
+        "user_id": 8,
+    }
+    assert records[4]["error"] == "invalid_input"
+    assert records[5]["error"] == "invalid_grant"
+    assert records[5]["user_id"] == 9
+
+
+def test_all_ok_exits_zero_and_reads_stdin(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    codes = [fake_baidu.issue_code() for _ in range(20)]
+    output = tmp_path / "out.jsonl"
+    result = _run(fake_baidu, "-", "-o", str(output), stdin="\n".join(codes) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert sorted(record["code"] for record in _records(output)) == sorted(codes)
+    assert "20 ok, 0 failed" in result.stderr
+
+
+def test_missing_credentials_exit_2(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    env = _env(fake_baidu)
+    del env["BAIDU_SWAN_SECRET"]
+    output = tmp_path / "out.jsonl"
+    result = _run(fake_baidu, "-", "-o", str(output), env=env, stdin="x\n")
+    assert result.returncode == 2
+    assert "BAIDU_SWAN_SECRET" in result.stderr
+    assert not output.exists()
+
+
+def test_an_existing_output_is_refused_untouched(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_text("precious\n", encoding="utf-8")
+    result = _run(fake_baidu, "-", "-o", str(output), stdin="code-1\n")
+    assert result.returncode == 2
+    assert "--resume" in result.stderr
+    assert output.read_text(encoding="utf-8") == "precious\n"
+
+
+def test_resume_needs_a_file(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    result = _run(fake_baidu, "-", "-o", str(tmp_path / "o"), "--resume", stdin="c\n")
+    assert result.returncode == 2
+    assert "stdin" in result.stderr
+
+
+@pytest.mark.parametrize("flag", [["--rate", "0"], ["--concurrency", "0"], []])
+def test_usage_errors_exit_2(fake_baidu: FakeBaiduServer, tmp_path: Path, flag: list[str]) -> None:
+    args = [*flag] if flag else ["--rate", "fast"]
+    result = _run(fake_baidu, "-", "-o", str(tmp_path / "o"), *args, stdin="c\n")
+    assert result.returncode == 2
+
+
+def _wait_for_records(path: Path, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not reach {count} records")
+
+
+def _slow_job(fake: FakeBaiduServer, tmp_path: Path, size: int) -> tuple[Path, Path]:
+    codes = [fake.issue_code() for _ in range(size)]
+    for code in codes:
+        fake.script(code, Delay(0.05))
+    source = tmp_path / "codes.txt"
+    source.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    return source, tmp_path / "records.jsonl"
+
+
+def _assert_exactly_once(output: Path, size: int) -> None:
+    lines = Counter(record["line"] for record in _records(output))
+    assert sorted(lines) == list(range(1, size + 1))
+    assert set(lines.values()) == {1}, "no input has two records"
+
+
+def test_kill_9_then_resume_gives_every_input_one_record(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    size = 300
+    source, output = _slow_job(fake_baidu, tmp_path, size)
+    args = [*COMMAND, str(source), "-o", str(output), "--concurrency", "4", "--no-progress"]
+    process = subprocess.Popen(args, env=_env(fake_baidu), stderr=subprocess.PIPE)
+    _wait_for_records(output, 40)
+
+    process.kill()  # SIGKILL: no cleanup of any kind
+    process.wait(10)
+    assert process.stderr is not None
+    process.stderr.close()
+    written = len(_records(output))
+    assert written < size
+
+    result = _run(fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress")
+
+    assert result.returncode in (0, 1), result.stderr
+    _assert_exactly_once(output, size)
+    failures = [record for record in _records(output) if "error" in record]
+    # Only codes in flight at the kill can have been spent without a record.
+    assert len(failures) <= 4
+    assert all(record["error"] == "invalid_grant" for record in failures)
+    assert "already recorded" in result.stderr
+
+
+def test_resume_repairs_a_torn_last_line(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    codes = [fake_baidu.issue_code() for _ in range(3)]
+    source = tmp_path / "codes.txt"
+    source.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    first = {"line": 1, "code": codes[0], "openid": "o", "session_key": "k"}
+    output.write_text(json.dumps(first) + '\n{"line": 2, "code": "' + codes[1][:5], "utf-8")
+
+    result = _run(fake_baidu, str(source), "-o", str(output), "--resume")
+
+    assert result.returncode == 0, result.stderr
+    _assert_exactly_once(output, 3)
+    assert _records(output)[0] == first
+
+
+def test_existing_records_scan(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    assert _existing_records(str(path)) is None
+    path.write_text('{"line": 4}\n{"line": 9}\n{"li', encoding="utf-8")
+    assert _existing_records(str(path)) == {4, 9}
+    assert path.read_text(encoding="utf-8") == '{"line": 4}\n{"line": 9}\n'
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_cleanly_and_resume_finishes(
+    fake_baidu: FakeBaiduServer, tmp_path: Path, signum: int
+) -> None:
+    size = 200
+    source, output = _slow_job(fake_baidu, tmp_path, size)
+    args = [*COMMAND, str(source), "-o", str(output), "--concurrency", "4", "--no-progress"]
+    process = subprocess.Popen(args, env=_env(fake_baidu), stderr=subprocess.PIPE, text=True)
+    _wait_for_records(output, 20)
+
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=20)
+
+    assert process.returncode == 128 + signum
+    assert "interrupted" in stderr
+    assert fake_baidu.secret not in stderr
+    records = _records(output)  # every line parses: nothing torn
+    assert len(records) < size
+    spent_without_record = [
+        code for code in source.read_text("utf-8").split() if fake_baidu.is_spent(code)
+    ]
+    assert len(spent_without_record) == len(records), "in-flight calls finished and recorded"
+
+    result = _run(fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    _assert_exactly_once(output, size)
+
+
+def test_progress_on_a_terminal(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    def stderr_on_a_terminal(*flags: str, output: Path) -> str:
+        source = output.with_suffix(".txt")
+        codes = [fake_baidu.issue_code() for _ in range(30)]
+        source.write_text("\n".join(codes) + "\n", encoding="utf-8")
+        leader, follower = pty.openpty()
+        # A new pty is 0 columns wide, which leaves a bar no room; give it a terminal's size.
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        process = subprocess.Popen(
+            [*COMMAND, str(source), "-o", str(output), *flags],
+            env=_env(fake_baidu),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(30)
+        os.close(leader)
+        return b"".join(chunks).decode(errors="replace")
+
+    shown = stderr_on_a_terminal(output=tmp_path / "a.jsonl")
+    assert "code/s" in shown or "30/30" in shown
+    quiet = stderr_on_a_terminal("--no-progress", output=tmp_path / "b.jsonl")
+    assert "30/30" not in quiet
+    assert "30 ok, 0 failed" in quiet
