@@ -252,3 +252,13 @@ def test_outcome_repr_hides_codes_and_keys() -> None:
     assert "secret-session-key" not in shown
     assert "tag=7" in shown
     assert outcome.ok
+
+
+async def test_waiting_for_the_rate_limit_is_not_part_of_the_timeout(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    # At 10 per second the tenth call waits 0.9 s for its slot, three times its own deadline.
+    client = make_client(timeout=0.3)
+    codes = [fake.issue_code() for _ in range(10)]
+    outcomes = await _all(client.exchange_many(codes, concurrency=10, rate=10))
+    assert [outcome.error for outcome in outcomes] == [None] * 10
