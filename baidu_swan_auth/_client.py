@@ -9,16 +9,13 @@ import logging
 import math
 import os
 import ssl as ssl_module
-import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import yarl
 from aiohttp.payload import BytesPayload
-from tenacity import RetryCallState, Retrying
-from tenacity.wait import wait_base
 
 from ._endpoints import DEFAULT_ENDPOINT, check_endpoint, is_legacy_url, warn_legacy_once
 from ._errors import (
@@ -40,10 +37,13 @@ from ._protocol import (
     interpret_answer,
     read_capped_body,
 )
-from ._retry import Disposition, RetryBudget, default_backoff, transport_failure
+from ._retry import Disposition, RetryBudget, backoff_wait, default_backoff, transport_failure
 from ._version import __version__
 from .bulk import Outcome, RateLimiter, current_pace
 from .bulk import exchange_many as _exchange_many
+
+if TYPE_CHECKING:
+    from tenacity.wait import wait_base
 
 __all__ = ["DEFAULT_ENDPOINT", "SwanAuthClient"]
 
@@ -55,9 +55,6 @@ ENV_ENDPOINT = "BAIDU_SWAN_ENDPOINT"
 
 logger = logging.getLogger("baidu_swan_auth")
 
-# tenacity's wait strategies read the attempt number from a RetryCallState, which must name the
-# retrying object it belongs to; the client runs its own loop, so one stand-in serves all calls.
-_BACKOFF_OWNER = Retrying()
 
 AttemptHook = Callable[[AttemptEvent], object]
 Sleep = Callable[[float], Awaitable[object]]
@@ -105,7 +102,9 @@ def _configured_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) ->
 
 def _proxy_from_environment(url: yarl.URL) -> str | None:
     # aiohttp's trust_env looks the proxy up again, in a thread, on every request; the environment
-    # is read once here instead.
+    # is read once here instead. Imported here: urllib.request is slow to import, and needed once.
+    import urllib.request  # noqa: PLC0415
+
     host = url.host or ""
     if urllib.request.proxy_bypass(host):
         return None
@@ -694,7 +693,7 @@ class SwanAuthClient:
                 return "retry_after_cap", None
             wait = failure.retry_after
         else:
-            wait = self._backoff(_retry_state(attempt, failure.error))
+            wait = backoff_wait(self._backoff, attempt, failure.error)
         if wait + last_attempt_took >= remaining:
             return "deadline", None
         if not self._budget.try_withdraw():
@@ -763,14 +762,6 @@ class SwanAuthClient:
             if not self._warned_async_hook:
                 self._warned_async_hook = True
                 logger.warning("the on_attempt hook returned a coroutine, which is not awaited")
-
-
-def _retry_state(attempt: int, error: Exception) -> RetryCallState:
-    """What tenacity's wait strategies read: the attempt number and the failed outcome."""
-    state = RetryCallState(_BACKOFF_OWNER, None, (), {})
-    state.attempt_number = attempt
-    state.set_exception((type(error), error, error.__traceback__))
-    return state
 
 
 def _outcome(error: Exception) -> str:

@@ -12,22 +12,24 @@ A login code is single-use, so every failure falls in one of three classes:
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import math
 import time
 from collections.abc import Callable
 from datetime import UTC
+from typing import TYPE_CHECKING
 
 import aiohttp
-from tenacity import wait_exponential, wait_random
-from tenacity.wait import wait_base
 
 from ._errors import ExchangeTimeoutError, ResponseError, SwanAuthError, TransportError
+
+if TYPE_CHECKING:
+    from tenacity.wait import wait_base
 
 __all__ = [
     "Disposition",
     "RetryBudget",
+    "backoff_wait",
     "default_backoff",
     "disposition_of_status",
     "parse_retry_after",
@@ -45,7 +47,23 @@ class Disposition(enum.Enum):
 
 def default_backoff() -> wait_base:
     """Exponential backoff with jitter: about 0.1 s, 0.2 s, 0.4 s, ... capped at 2 s."""
+    # tenacity is imported where a retry needs it, not with the package: a call that succeeds
+    # at once never pays for it, and neither does `import baidu_swan_auth`.
+    from tenacity import wait_exponential, wait_random  # noqa: PLC0415
+
     return wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1)
+
+
+def backoff_wait(backoff: wait_base, attempt: int, error: BaseException) -> float:
+    """The pause ``backoff`` asks for after failed ``attempt`` (1 for the first)."""
+    from tenacity import RetryCallState, Retrying  # noqa: PLC0415
+
+    # tenacity's strategies read the attempt number and the failed outcome from a RetryCallState,
+    # which must name a retrying object; the client runs its own loop, so a stand-in does.
+    state = RetryCallState(Retrying(), None, (), {})
+    state.attempt_number = attempt
+    state.set_exception((type(error), error, error.__traceback__))
+    return float(backoff(state))
 
 
 _SAFE_STATUSES = frozenset({429, 503})
@@ -102,6 +120,8 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # noqa: PLC0415 (rare: most servers send seconds)
+
         try:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
