@@ -194,7 +194,10 @@ async def _read_inputs(
         try:
             batch: list[tuple[int, str]] = []
             for number, raw in enumerate(source, 1):
-                batch.append((number, raw.decode("utf-8", "replace")))
+                text = raw.decode("utf-8", "replace")
+                if number == 1:
+                    text = text.removeprefix("\ufeff")  # a byte order mark from some editors
+                batch.append((number, text))
                 if len(batch) == _BATCH_LINES:
                     while not permits.acquire(timeout=0.2):
                         if closed.is_set():

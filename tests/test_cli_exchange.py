@@ -126,6 +126,18 @@ def test_json_lines_carry_their_fields(fake_baidu: FakeBaiduServer, tmp_path: Pa
     assert records[5]["user_id"] == 9
 
 
+def test_a_byte_order_mark_does_not_hide_json_lines(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    code = fake_baidu.issue_code()
+    source = tmp_path / "codes.jsonl"
+    source.write_text(json.dumps({"code": code, "row": 1}) + "\n", encoding="utf-8-sig")
+    output = tmp_path / "out.jsonl"
+    result = _run(fake_baidu, str(source), "-o", str(output), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert _records(output)[0]["row"] == 1
+
+
 def test_all_ok_exits_zero_and_reads_stdin(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
     codes = [fake_baidu.issue_code() for _ in range(20)]
     output = tmp_path / "out.jsonl"
