@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from baidu_swan_auth._job import _existing_records
-from baidu_swan_auth.testing import Delay, FakeBaiduServer
+from baidu_swan_auth.testing import Delay, Drop, ErrorStatus, FakeBaiduServer
 
 
 def _env(fake: FakeBaiduServer, **extra: str) -> dict[str, str]:
@@ -317,3 +317,29 @@ def test_progress_on_a_terminal(fake_baidu: FakeBaiduServer, tmp_path: Path) -> 
     quiet = stderr_on_a_terminal("--no-progress", output=tmp_path / "b.jsonl")
     assert "30/30" not in quiet
     assert "30 ok, 0 failed" in quiet
+
+
+def test_verbose_output_leaks_no_secret_key_or_code(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    codes = [fake_baidu.issue_code() for _ in range(12)]
+    fake_baidu.script(codes[0], ErrorStatus(503))
+    fake_baidu.script(codes[1], Drop(spend=True))
+    source = tmp_path / "codes.txt"
+    source.write_text("\n".join(codes) + "\n", encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "baidu_swan_auth.cli", "-v", "exchange", str(source)]
+    result = subprocess.run(
+        [*command, "-o", str(output)],
+        env=_env(fake_baidu),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    printed = result.stdout + result.stderr
+    assert "attempt=" in printed, "DEBUG logging was on"
+    session_keys = [r["session_key"] for r in _records(output) if "session_key" in r]
+    assert len(session_keys) == 11
+    for hidden in [fake_baidu.secret, *session_keys, *codes]:
+        assert hidden not in printed
