@@ -172,7 +172,8 @@ class SwanAuthClient:
         ssl: TLS settings for the client's own session: ``True`` (verify against the system's
             CAs), or an ``ssl.SSLContext`` for a private CA.
         trace_configs: aiohttp ``TraceConfig`` objects for the client's own session.
-        allow_insecure_http: Allow a plain ``http://`` endpoint on a non-loopback host.
+        allow_insecure_http: Allow a plain ``http://`` endpoint on a non-loopback host, and
+            ``ssl=False`` (no certificate verification).
         coalesce: Let concurrent calls with the same code share one request (single-flight).
         on_attempt: Called with an ``AttemptEvent`` after every attempt, for metrics.
         backoff: A tenacity wait strategy for the pause before each retry
@@ -218,6 +219,11 @@ class SwanAuthClient:
         self._max_retry_after = _positive("max_retry_after", max_retry_after)
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ConfigurationError(f"pool_size must be an int of at least 1, not {pool_size!r}")
+        if ssl is False and not allow_insecure_http:
+            raise ConfigurationError(
+                "ssl=False turns certificate verification off, so anyone on the path could read "
+                "the AppSecret; pass allow_insecure_http=True as well if you really mean it"
+            )
         owns_settings = proxy is not None or trace_configs is not None or ssl is not True
         if session is not None and owns_settings:
             raise ConfigurationError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC
@@ -98,6 +99,10 @@ def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
         return ExchangeTimeoutError(f"timed out talking to Baidu ({name})"), Disposition.AMBIGUOUS
     if isinstance(exc, aiohttp.ClientPayloadError):
         return TransportError("Baidu's answer was cut off"), Disposition.AMBIGUOUS
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ssl.SSLError):
+        # TLS 1.3 servers send some alerts (a client certificate they demand) only after the
+        # handshake, so they surface as a failed write or read rather than a connector error.
+        return TransportError(f"TLS failure talking to Baidu: {exc.__cause__}"), Disposition.FINAL
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.UploadAbortedError):
         # ServerDisconnectedError, ClientOSError and resets: a stale keep-alive connection looks
         # exactly like this, and the request may or may not have been read.

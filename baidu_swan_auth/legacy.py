@@ -119,6 +119,9 @@ async def _move_to(request: ClientRequest, target: yarl.URL) -> None:
     kept = MultiDict((key, value) for key, value in query.items() if key not in _FIELDS)
     url = target.with_query(kept) if kept else target
     request.url = url
+    # aiohttp builds response.url and request_info from original_url: it must not keep the
+    # legacy URL, whose query may hold the secret.
+    request.original_url = url
     request.headers[hdrs.HOST] = url.host_port_subcomponent or target.raw_host or ""
     if not moved:
         return

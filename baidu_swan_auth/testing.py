@@ -4,8 +4,9 @@
 loopback interface. It speaks the same protocol as
 ``https://spapi.baidu.com/oauth/jscode2sessionkey``: single-use codes, a form-encoded ``POST``
 body carrying ``code``, ``client_id`` and ``sk``, and OAuth-style JSON errors. Tests issue codes,
-script faults (gateway errors, dropped connections, truncated or huge bodies, redirects, delays)
-and then inspect what the server received.
+script faults (gateway errors, dropped connections, truncated or huge bodies, redirects, delays,
+arbitrary answers for fuzzing) and then inspect what the server received. Given an
+``ssl.SSLContext`` it serves HTTPS instead, to test TLS settings.
 
 Example:
     ```python
@@ -41,20 +42,23 @@ import http
 import ipaddress
 import json
 import os
+import re
 import secrets
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 from aiohttp import web
+from multidict import CIMultiDict
 
 from . import crypto as _crypto
 
@@ -63,6 +67,7 @@ __all__ = [
     "DEFAULT_SECRET",
     "ENDPOINT_PATH",
     "REDIRECT_TARGET_PATH",
+    "Arbitrary",
     "Delay",
     "Drop",
     "ErrnoBody",
@@ -181,6 +186,61 @@ def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: flo
 def _http_status(_instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 100 <= value <= 999:
         raise ValueError(f"{attribute.name} must be an HTTP status (100-999), got {value!r}")
+
+
+def _final_status(_instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 200 <= value <= 999:
+        raise ValueError(
+            f"{attribute.name} must be a final HTTP status (200-999), got {value!r}: a 1xx is an "
+            "interim response, after which the client keeps waiting for the real answer"
+        )
+
+
+# Headers that frame the message or manage the connection. The server sets them itself; a
+# scripted one would make it lie about the body's length or the connection's state and
+# desynchronise the connection (Truncated and HugeBody script those failures on purpose).
+_FRAMING_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_pairs(
+    value: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    return tuple((name, text) for name, text in pairs)
+
+
+def _allowed_headers(
+    _instance: object, attribute: attrs.Attribute[Any], value: tuple[tuple[str, str], ...]
+) -> None:
+    for name, text in value:
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"{attribute.name}: {name!r} is not an HTTP header name")
+        if name.lower() in _FRAMING_HEADERS:
+            raise ValueError(
+                f"{attribute.name}: {name} frames the message or manages the connection; the "
+                "server sets it (use Truncated or HugeBody for broken framing)"
+            )
+        if not isinstance(text, str) or any(
+            (ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F for char in text
+        ):
+            raise ValueError(f"{attribute.name}: the value of {name} has control characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            message = f"{attribute.name}: the value of {name} is not valid Unicode"
+            raise ValueError(message) from None
 
 
 @attrs.frozen
@@ -347,6 +407,42 @@ class Redirect(Fault):
 
     status: int = attrs.field(default=307, validator=_http_status)
     location: str | None = None
+
+
+@attrs.frozen
+class Arbitrary(Fault):
+    """Answer with exactly this status, these headers and this body: for fuzzing.
+
+    Anything a broken gateway or a confused Baidu could send, within what keeps HTTP framing
+    intact: the server still sets ``Content-Length`` itself, so the client can always read the
+    answer to its end. aiohttp adds ``Date`` and ``Server`` when they are not given, and
+    ``Content-Type: application/octet-stream`` when no ``Content-Type`` is; a 204 or 304
+    carries no body whatever ``body`` says. ``Content-Encoding`` is sent as given, so a body
+    that does not match it is a way to test decoding failures.
+
+    Attributes:
+        status: The HTTP status, 200 to 999. A 1xx is refused: it is an interim response, after
+            which the client keeps waiting for the real one.
+        headers: ``(name, value)`` pairs, sent in order (a name may repeat), or a mapping. Names
+            must be HTTP tokens and values free of control characters but tab. Headers that frame
+            the message or manage the connection (``Content-Length``, ``Transfer-Encoding``,
+            ``Connection``, ``Keep-Alive``, ``Upgrade``, ``TE``, ``Trailer``,
+            ``Proxy-Connection``) are refused: use
+            [`Truncated`][baidu_swan_auth.testing.Truncated] or
+            [`HugeBody`][baidu_swan_auth.testing.HugeBody] for broken framing.
+        body: The response body, any bytes.
+        spend: Spend the code (when the request is otherwise valid).
+
+    Raises:
+        ValueError: A 1xx status, or a header that is not allowed.
+    """
+
+    status: int = attrs.field(validator=_final_status)
+    headers: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_header_pairs, validator=_allowed_headers
+    )
+    body: bytes = b""
+    spend: bool = attrs.field(default=False, kw_only=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,6 +642,8 @@ class FakeBaiduServer:
             load generator in another process invent codes.
         record_requests: Keep every request in `requests`. Turn it off for long benchmark
             runs, where the log would only grow.
+        ssl_context: Serve HTTPS with this server-side context (its certificate and key, e.g.
+            from ``trustme``) instead of plain HTTP; `url` then starts with ``https://``.
 
     Attributes:
         client_id: The AppKey the fake accepts; may be changed while it runs.
@@ -564,6 +662,7 @@ class FakeBaiduServer:
         port: int = 0,
         auto_issue: bool = False,
         record_requests: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.client_id = client_id
         self.secret = secret
@@ -572,6 +671,7 @@ class FakeBaiduServer:
         self.record_requests = record_requests
         self._requested_port = port
         self._port: int | None = None
+        self._ssl_context = ssl_context
 
         self._lock = threading.Lock()
         self._grants: dict[str, Grant] = {}
@@ -618,13 +718,19 @@ class FakeBaiduServer:
         return self._port
 
     @property
+    def scheme(self) -> str:
+        """``"https"`` when the server was given an ``ssl_context``, else ``"http"``."""
+        return "http" if self._ssl_context is None else "https"
+
+    @property
     def base_url(self) -> str:
-        """``http://host:port`` without a path."""
-        return f"http://{_url_host(self.host)}:{self.port}"
+        """``http://host:port`` (or ``https://``) without a path."""
+        return f"{self.scheme}://{_url_host(self.host)}:{self.port}"
 
     @property
     def url(self) -> str:
-        """The endpoint URL to give the client: ``http://127.0.0.1:{port}/oauth/jscode2sessionkey``."""
+        """The endpoint URL to give the client: ``http://127.0.0.1:{port}/oauth/jscode2sessionkey``
+        (``https://`` with an ``ssl_context``)."""
         return f"{self.base_url}{ENDPOINT_PATH}"
 
     # ---------------------------------------------------------------- lifecycle (same loop)
@@ -644,7 +750,11 @@ class FakeBaiduServer:
         self._web_server = web.Server(self._handle, handler_cancellation=False, access_log=None)
         try:
             self._tcp_server = await loop.create_server(
-                self._make_protocol, self.host, self._requested_port, backlog=1024
+                self._make_protocol,
+                self.host,
+                self._requested_port,
+                backlog=1024,
+                ssl=self._ssl_context,
             )
         except BaseException:
             self._web_server = None
@@ -1168,6 +1278,17 @@ class FakeBaiduServer:
             location = fault.location or f"{self.base_url}{REDIRECT_TARGET_PATH}"
             reply = _Reply(fault.status, b"", _HTML_MIME, {"Location": location})
             return await self._send(request, reply)
+
+        if isinstance(fault, Arbitrary):
+            if fault.spend:
+                self._answer(request, parsed, spend=True)
+            response = web.Response(
+                status=fault.status, body=fault.body, headers=CIMultiDict(fault.headers)
+            )
+            with contextlib.suppress(ConnectionError):
+                await response.prepare(request)
+                await response.write_eof()
+            return response
 
         raise TypeError(f"unsupported fault: {fault!r}")
 

@@ -444,3 +444,10 @@ async def test_benign_error_fields_do_not_spoil_a_good_answer(
     body = f'{{"openid": "benign", "session_key": "k", {extra}}}'.encode()
     fake.script(code, RawBody(body))
     assert (await client.exchange(code)).openid == "benign"
+
+
+def test_turning_tls_verification_off_needs_saying_so() -> None:
+    with pytest.raises(ConfigurationError, match="verification"):
+        SwanAuthClient("id", "secret", ssl=False)
+    client = SwanAuthClient("id", "secret", ssl=False, allow_insecure_http=True)
+    assert client.endpoint.scheme == "https"

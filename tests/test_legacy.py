@@ -105,6 +105,9 @@ async def test_get_with_fields_in_the_query_arrives_as_a_form_post(
     (request,) = fake.requests
     assert request.method == "POST"
     assert request.path == "/oauth/jscode2sessionkey"
+    # Nothing the caller gets back carries the old URL's query, and with it the secret.
+    assert fake.secret not in str(response.url)
+    assert fake.secret not in str(response.request_info.real_url)
     assert request.query_string == ""
     assert request.form == _fields(fake, code)
     assert request.host_header == yarl.URL(fake.url).host_port_subcomponent
