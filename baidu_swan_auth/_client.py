@@ -38,7 +38,6 @@ from ._protocol import (
     read_capped_body,
 )
 from ._retry import Disposition, RetryBudget, backoff_wait, default_backoff, transport_failure
-from ._version import __version__
 from .bulk import Outcome, RateLimiter, current_pace
 from .bulk import exchange_many as _exchange_many
 
@@ -344,11 +343,8 @@ class SwanAuthClient:
             proxy=proxy,
             trust_env=False,
             trace_configs=self._trace_configs,
-            # Identity encoding: a compressed answer could expand past the body cap in one go.
-            headers={
-                "User-Agent": f"baidu-swan-auth/{__version__}",
-                "Accept-Encoding": "identity",
-            },
+            # No default headers: aiohttp would merge them into every request. A compressed
+            # answer is safe anyway: its body is read through the capped stream.
         )
 
     async def aclose(self) -> None:
@@ -595,12 +591,17 @@ class SwanAuthClient:
     ) -> SessionKey:
         payload = BytesPayload(self._credentials.form_body(code), content_type=FORM_CONTENT_TYPE)
         try:
-            async with session.post(
+            # Awaited rather than `async with`: the context manager's two extra coroutine frames
+            # would be resumed on every wake-up of every call; release() in finally does the same.
+            response = await session.post(
                 self._url, data=payload, timeout=timeout, allow_redirects=False
-            ) as response:
+            )
+            try:
                 status = response.status
                 headers = response.headers
                 body = await read_capped_body(response)
+            finally:
+                response.release()
         except (aiohttp.ClientError, TimeoutError) as exc:
             error, disposition = transport_failure(exc)
             error.__cause__ = exc  # what aiohttp said, for whoever debugs the network

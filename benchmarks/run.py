@@ -183,10 +183,15 @@ async def _sdk_connections(url: str, count: int, pool_size: int) -> None:
         await _drive(client.exchange, count, "connections")
 
 
-def connections(fake: Fake, count: int, pool_size: int) -> dict[str, int]:
+def connections(
+    fake: Fake,
+    count: int,
+    pool_size: int,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> int:
     fake.reset()
-    asyncio.run(_sdk_connections(fake.url, count, pool_size))
-    return fake.stats()
+    _run_on(loop_factory, _sdk_connections(fake.url, count, pool_size))
+    return fake.stats()["connections_opened"]
 
 
 # -- the bulk command -----------------------------------------------------------------------------
@@ -198,7 +203,17 @@ def _folder() -> Iterator[Path]:
         yield Path(name)
 
 
-def bulk(url: str, size: int) -> tuple[float, float]:
+# The command as installed, or the same entry point on a uvloop event loop.
+_ON_ASYNCIO = [sys.executable, "-m", "baidu_swan_auth.cli"]
+_ON_UVLOOP = [
+    sys.executable,
+    "-c",
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from baidu_swan_auth.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+
+
+def bulk(url: str, size: int, *, uvloop: bool = False) -> tuple[float, float]:
     """Peak RSS in MiB and records per second of ``baidu-swan-auth exchange`` on ``size`` codes."""
     with _folder() as folder:
         source, target = folder / "codes.txt", folder / "records.jsonl"
@@ -211,7 +226,7 @@ def bulk(url: str, size: int) -> tuple[float, float]:
             "BAIDU_SWAN_SECRET": DEFAULT_SECRET,
             "BAIDU_SWAN_ENDPOINT": url,
         }
-        command = [sys.executable, "-m", "baidu_swan_auth.cli", "exchange", str(source)]
+        command = [*(_ON_UVLOOP if uvloop else _ON_ASYNCIO), "exchange", str(source)]
         command += ["-o", str(target), "--no-progress", "--concurrency", str(CONCURRENCY)]
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -295,6 +310,23 @@ def _cpu_table(results: dict[str, Runs], count: int, pairs: int) -> list[str]:
     return lines
 
 
+@dataclass
+class Verdicts:
+    lines: list[str]
+
+    def add(self, target: str, measured: str, held: bool) -> None:
+        self.lines.append(f"| {target} | {measured} | {'yes' if held else '**no**'} |")
+
+
+def _loops() -> list[tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]]:
+    loops: list[tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]] = [("asyncio", None)]
+    try:
+        import uvloop  # noqa: PLC0415 (optional)
+    except ImportError:
+        return loops
+    return [*loops, ("uvloop", uvloop.new_event_loop)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
@@ -303,47 +335,84 @@ def main() -> int:
     args = parser.parse_args()
     count = 500 if args.quick else 5000
     pairs = args.pairs or (2 if args.quick else 5)
-    bulk_sizes = (1_000, 10_000) if args.quick else (10_000, 200_000)
+    small, large = (1_000, 10_000) if args.quick else (10_000, 200_000)
     connection_count, pool_size = (2_000 if args.quick else 10_000), 100
 
     report = [
         f"Run on {datetime.date.today().isoformat()}: {_machine()}.",
         "",
         "Command: `python benchmarks/run.py" + (" --quick" if args.quick else "") + "`",
-        "",
     ]
+    verdicts = Verdicts(["| target | measured | holds |", "|---|---|---|"])
+    loops = _loops()
+    if len(loops) == 1:
+        report += ["", "uvloop is not installed: everything ran on asyncio only."]
     fake = Fake()
     try:
-        report += ["### Client CPU and throughput (asyncio)", ""]
-        report += _cpu_table(cpu_and_throughput(fake.url, count, pairs, None), count, pairs)
-        try:
-            import uvloop  # noqa: PLC0415 (optional)
-        except ImportError:
-            report += ["", "uvloop is not installed: no uvloop run."]
-        else:
-            report += ["", "### Client CPU and throughput (uvloop)", ""]
-            results = cpu_and_throughput(fake.url, count, pairs, uvloop.new_event_loop)
+        for loop_name, loop_factory in loops:
+            results = cpu_and_throughput(fake.url, count, pairs, loop_factory)
+            report += ["", f"### Client CPU and throughput ({loop_name})", ""]
             report += _cpu_table(results, count, pairs)
+            sdk_cpu = statistics.median(results["SwanAuthClient.exchange"].cpu_us)
+            raw_cpu = statistics.median(results["raw aiohttp"].cpu_us)
+            httpx_cpu = statistics.median(results["httpx.AsyncClient"].cpu_us)
+            verdicts.add(
+                f"SDK CPU at most 1.00x raw aiohttp's ({loop_name})",
+                f"{sdk_cpu / raw_cpu:.2f}x",
+                sdk_cpu <= raw_cpu,
+            )
+            verdicts.add(
+                f"SDK CPU below httpx's ({loop_name})",
+                f"{sdk_cpu / httpx_cpu:.2f}x",
+                sdk_cpu < httpx_cpu,
+            )
 
-        stats = connections(fake, connection_count, pool_size)
         report += [
             "",
             "### Connections",
             "",
-            f"{connection_count} exchanges, {CONCURRENCY} at a time, `pool_size={pool_size}`: "
-            f"{stats['connections_opened']} TCP connections opened (counted at the fake).",
+            "| event loop | TCP connections opened |",
+            "|---|---|",
         ]
-
+        for loop_name, loop_factory in loops:
+            opened = connections(fake, connection_count, pool_size, loop_factory)
+            report.append(f"| {loop_name} | {opened} |")
+            verdicts.add(
+                f"{connection_count} exchanges open at most pool_size={pool_size} "
+                f"connections ({loop_name})",
+                str(opened),
+                opened <= pool_size,
+            )
         report += [
             "",
-            "### The bulk command",
-            "",
-            "| codes | peak RSS (MiB) | records per second |",
+            f"{connection_count} exchanges, {CONCURRENCY} at a time, `pool_size={pool_size}`, "
+            "connections counted at the fake.",
         ]
-        report += ["|---|---|---|"]
-        for size in bulk_sizes:
-            rss, rate = bulk(fake.url, size)
-            report.append(f"| {size} | {rss:.1f} | {rate:.0f} |")
+
+        report += ["", "### The bulk command", ""]
+        report += [
+            "| event loop | codes | peak RSS (MiB) | records per second |",
+            "|---|---|---|---|",
+        ]
+        for loop_name, _ in loops:
+            measured = {
+                size: bulk(fake.url, size, uvloop=loop_name == "uvloop") for size in (small, large)
+            }
+            for size, (rss, rate) in measured.items():
+                report.append(f"| {loop_name} | {size} | {rss:.1f} | {rate:.0f} |")
+            growth = measured[large][0] - measured[small][0]
+            verdicts.add(
+                f"bulk peak RSS grows by at most 10 MiB, {small} to {large} codes ({loop_name})",
+                f"{growth:+.1f} MiB",
+                growth <= 10,
+            )
+            # "Does not drop": within the noise of one run on a shared machine.
+            ratio = measured[large][1] / measured[small][1]
+            verdicts.add(
+                f"bulk rate does not drop from {small} to {large} codes ({loop_name})",
+                f"{ratio:.2f}x",
+                ratio >= 0.9,
+            )
     finally:
         fake.stop()
 
@@ -356,9 +425,9 @@ def main() -> int:
         "| module | import time (ms) |",
         "|---|---|",
         *(f"| `import {module}` | {_spread(values, 1)} |" for module, values in times.items()),
-        "",
-        f"`import baidu_swan_auth` takes {ratio:.2f}x the time of `import aiohttp`.",
     ]
+    verdicts.add("import time at most 1.2x aiohttp's", f"{ratio:.2f}x", ratio <= 1.2)
+    report[3:3] = ["", "### Targets", "", *verdicts.lines]
 
     text = "\n".join(report) + "\n"
     print(text)
