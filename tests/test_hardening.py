@@ -8,7 +8,6 @@ import gzip
 import logging
 import traceback
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
 
 import aiohttp
 import pytest
@@ -25,7 +24,7 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import Delay, Drop, ErrorStatus, FakeBaiduServer, RawBody
 
-from .helpers import MakeClient
+from .helpers import MakeClient, traceback_frames
 
 BOMB = gzip.compress(b" " * (16 * 2**20))  # 16 MiB of spaces in about 16 KiB
 
@@ -68,22 +67,8 @@ async def test_the_body_cap_holds_for_compressed_answers_to_the_own_session(
 
 
 def _frames(error: BaseException) -> Iterator[tuple[str, str, dict[str, object]]]:
-    """Every frame an error tracker would record, the test's own aside: the whole chain of
-    causes and contexts, as (file, function, locals)."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [error]
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        tb: TracebackType | None = current.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            if code.co_filename != __file__:
-                yield code.co_filename, code.co_name, dict(tb.tb_frame.f_locals)
-            tb = tb.tb_next
-        pending += [current.__cause__, current.__context__]
+    """The frames an error tracker would record, the test's own aside."""
+    return (frame for frame in traceback_frames(error) if frame[0] != __file__)
 
 
 async def test_failed_calls_keep_secrets_out_of_traceback_locals(
