@@ -586,10 +586,9 @@ def test_command_line_serves_until_sigterm() -> None:
 
 def test_the_testing_module_never_imports_pytest() -> None:
     # The demo and the benchmarks use the fake outside pytest; only the plugin module may need it.
-    import subprocess
-    import sys
-
-    probe = "import sys, baidu_swan_auth.testing, baidu_swan_auth.cli; print('pytest' in sys.modules)"
+    probe = (
+        "import sys, baidu_swan_auth.testing, baidu_swan_auth.cli; print('pytest' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
