@@ -27,6 +27,7 @@ from baidu_swan_auth import RetryBudget, SessionKey, SwanAuthClient, SwanAuthErr
 from baidu_swan_auth.testing import Arbitrary, FakeBaiduServer
 
 from .helpers import RecordingSleep
+from .strategies import baidu_like, json_values
 
 MAX_ATTEMPTS = 4
 SECRET = "fuzz-secret-never-shown-0123"
@@ -101,18 +102,6 @@ headers = st.lists(
     max_size=5,
 )
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=10,
-)
-baidu_keys = st.sampled_from(
-    ["openid", "session_key", "error", "error_description", "errno", "error_code", "errmsg"]
-)
-baidu_like = st.dictionaries(baidu_keys | st.text(max_size=6), json_values, max_size=6)
 good_answer = st.builds(
     lambda openid, key: {"openid": openid, "session_key": key},
     st.text(min_size=1, max_size=20),

@@ -13,29 +13,19 @@ from baidu_swan_auth import SessionKey, SwanAuthError
 from baidu_swan_auth._protocol import AttemptFailure, Credentials, interpret_answer
 from baidu_swan_auth._retry import Disposition
 
+from .strategies import baidu_like, json_values
+
 SECRET = "property-secret-value"
 CODE = "property-code-value"
 CREDENTIALS = Credentials("client", SECRET)
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-known_keys = st.sampled_from(
-    ["openid", "session_key", "error", "error_description", "errno", "error_code", "errmsg", "msg"]
-)
-baidu_like_objects = st.dictionaries(known_keys | st.text(max_size=6), json_values, max_size=6)
 error_strings = st.sampled_from(
     ["invalid_grant", "invalid_client", "unauthorized_client", "slow_down", "", "x", SECRET]
 )
 bodies = st.one_of(
     st.binary(max_size=200),
     json_values.map(lambda value: json.dumps(value).encode()),
-    baidu_like_objects.map(lambda value: json.dumps(value).encode()),
+    baidu_like.map(lambda value: json.dumps(value).encode()),
     st.builds(
         lambda error, description: json.dumps(
             {"error": error, "error_description": description}
