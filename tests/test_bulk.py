@@ -205,7 +205,7 @@ async def test_inputs_are_read_lazily(fake: FakeBaiduServer, client: SwanAuthCli
 async def test_leaving_early_cancels_the_calls_in_flight(
     fake: FakeBaiduServer, make_client: MakeClient
 ) -> None:
-    client = make_client(timeout=60.0)
+    client = make_client(timeout=60.0, read_timeout=60.0)
     quick = fake.issue_code()
     slow = [fake.issue_code() for _ in range(6)]
     for code in slow:
@@ -214,10 +214,13 @@ async def test_leaving_early_cancels_the_calls_in_flight(
     def calls() -> set[asyncio.Task[object]]:
         return {t for t in asyncio.all_tasks() if "_exchange_one" in repr(t.get_coro())}
 
-    async with contextlib.aclosing(client.exchange_many([*slow, quick], concurrency=7)) as outcomes:
-        async for outcome in outcomes:
-            assert outcome.code == quick
-            break
+    # Not a timing: a guard. Left running, the slow calls would hold the exit for 30 s.
+    async with asyncio.timeout(5):
+        outcomes = client.exchange_many([*slow, quick], concurrency=7)
+        async with contextlib.aclosing(outcomes):
+            async for outcome in outcomes:
+                assert outcome.code == quick
+                break
 
     assert calls() == set(), "no call is left running"
     # Their pooled connections came back: a new call goes through at once.
