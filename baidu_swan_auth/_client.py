@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import inspect
 import logging
@@ -34,8 +35,11 @@ from ._protocol import (
     FORM_CONTENT_TYPE,
     AttemptFailure,
     Credentials,
+    Hidden,
+    detach_cause,
     interpret_answer,
     read_capped_body,
+    wire_forms,
 )
 from ._retry import Disposition, RetryBudget, backoff_wait, default_backoff, transport_failure
 from .bulk import Outcome, RateLimiter, current_pace
@@ -110,6 +114,38 @@ def _proxy_from_environment(url: yarl.URL) -> str | None:
     return urllib.request.getproxies().get(url.scheme)
 
 
+def _checked_proxy(proxy: str | yarl.URL | None) -> yarl.URL | None:
+    if proxy is None:
+        return None
+    try:
+        url = yarl.URL(proxy)
+    except (TypeError, ValueError):
+        # The message leaves the value out: it may hold the proxy's password.
+        raise ConfigurationError("proxy is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("proxy must be an absolute http:// or https:// URL")
+    try:
+        auth = aiohttp.BasicAuth.from_url(url)
+        if auth is not None:
+            auth.encode()  # aiohttp sends it as Latin-1, and would fail at the first request
+    except (ValueError, UnicodeError):
+        raise ConfigurationError(
+            "the proxy's user name and password must be Latin-1 text without a ':' in the name"
+        ) from None
+    return url
+
+
+def _proxy_credential_forms(proxy: str | yarl.URL) -> set[str]:
+    """How a proxy's password can show up in a failure: as it is, percent-encoded, and inside the
+    ``Proxy-Authorization: Basic`` token aiohttp sends."""
+    url = yarl.URL(proxy)
+    password = url.password
+    if not password:
+        return set()
+    token = base64.b64encode(f"{url.user or ''}:{password}".encode()).decode()
+    return {*wire_forms(password), url.raw_password or password, token}
+
+
 def _check_code(code: object) -> None:
     """Raise ``InvalidInputError`` for a code that cannot be a login code."""
     if not isinstance(code, str):
@@ -132,6 +168,20 @@ def _positive(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise ConfigurationError(f"{name} must be finite")
     return float(value)
+
+
+def _check_callables(**hooks: object) -> None:
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise ConfigurationError(f"{name} must be callable, not {type(hook).__name__}")
+
+
+def _check_credential(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string")
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in value):
+        # A newline from a badly quoted .env file, most likely: it would be sent and refused.
+        raise ConfigurationError(f"{name} contains control characters (a newline?)")
 
 
 def _attempts(value: int) -> int:
@@ -206,9 +256,8 @@ class SwanAuthClient:
         retry_budget: RetryBudget | None = None,
         sleep: Sleep | None = None,
     ) -> None:
-        for name, value in (("client_id", client_id), ("secret", secret)):
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigurationError(f"{name} must be a non-empty string")
+        _check_credential("client_id", client_id)
+        _check_credential("secret", secret)
         self._credentials = Credentials(client_id, secret)
         self._url = _configured_endpoint(endpoint, allow_insecure_http)
         self._max_attempts = _attempts(max_attempts)
@@ -230,13 +279,19 @@ class SwanAuthClient:
                 "set them on the session you pass instead"
             )
         self._pool_size = pool_size
-        self._proxy = proxy
+        # Behind a redacted repr: a proxy URL may carry a password.
+        self._proxy = Hidden(_checked_proxy(proxy))
         self._trust_env = trust_env
         self._ssl = ssl
         self._trace_configs = list(trace_configs) if trace_configs is not None else None
         if on_attempt is not None and inspect.iscoroutinefunction(on_attempt):
             raise ConfigurationError(
                 "on_attempt must be a plain callable, not a coroutine function"
+            )
+        _check_callables(on_attempt=on_attempt, backoff=backoff, sleep=sleep)
+        if retry_budget is not None and not isinstance(retry_budget, RetryBudget):
+            raise ConfigurationError(
+                f"retry_budget must be a RetryBudget, not {type(retry_budget).__name__}"
             )
         self._coalesce = coalesce
         self._on_attempt = on_attempt
@@ -250,6 +305,7 @@ class SwanAuthClient:
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
         self._warned_async_hook = False
+        self._warned_backoff = False
         self._flights: dict[object, _Flight] = {}
         # Constant per client: the first attempt of a call with the default timeout reuses it.
         self._first_attempt_timeout = self._attempt_timeout(self._timeout)
@@ -334,10 +390,14 @@ class SwanAuthClient:
         return self._session
 
     def _new_session(self) -> aiohttp.ClientSession:
-        proxy = self._proxy
+        proxy: str | yarl.URL | None = self._proxy.value
         if proxy is None and self._trust_env:
-            proxy = _proxy_from_environment(self._url)
-        connector = aiohttp.TCPConnector(limit=self._pool_size, ssl=self._ssl)
+            proxy = _checked_proxy(_proxy_from_environment(self._url))
+        if proxy is not None:
+            self._credentials.hide_also(_proxy_credential_forms(proxy))
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, ssl=self._ssl, timeout_ceil_threshold=math.inf
+        )
         return aiohttp.ClientSession(
             connector=connector,
             proxy=proxy,
@@ -550,6 +610,9 @@ class SwanAuthClient:
             total=remaining,
             sock_connect=min(self._connect_timeout, remaining),
             sock_read=min(self._read_timeout, remaining),
+            # aiohttp rounds timeouts over ceil_threshold (5 s) up to a whole second of the
+            # loop's clock, which let a slow answer run up to a second past the deadline.
+            ceil_threshold=math.inf,
         )
 
     async def _run(
@@ -604,7 +667,9 @@ class SwanAuthClient:
                 response.release()
         except (aiohttp.ClientError, TimeoutError) as exc:
             error, disposition = transport_failure(exc)
-            error.__cause__ = exc  # what aiohttp said, for whoever debugs the network
+            # What aiohttp said, for whoever debugs the network, without the frames that hold
+            # the request body and without any echo of the secret or the code.
+            error.__cause__ = detach_cause(exc, self._credentials.redactor(code))
             raise AttemptFailure(error, disposition) from None
         except RuntimeError as exc:
             if session.closed:
@@ -653,7 +718,7 @@ class SwanAuthClient:
             )
             if wait is None:
                 raise self._final_error(failure, attempt, may_have_spent)
-            await self._sleep(wait)
+            await self._pause(wait)
             if self._closed:
                 raise ClientClosedError(
                     "the SwanAuthClient was closed during the call", attempts=attempt
@@ -695,17 +760,38 @@ class SwanAuthClient:
             return "closed", None
         if attempt >= max_attempts:
             return "attempts", None
+        wait: float | None
         if failure.retry_after is not None:
             if failure.retry_after > self._max_retry_after:
                 return "retry_after_cap", None
             wait = failure.retry_after
         else:
             wait = backoff_wait(self._backoff, attempt, failure.error)
+            if wait is None:
+                self._warn_once_about_backoff()
+                return "backoff", None
         if wait + last_attempt_took >= remaining:
             return "deadline", None
         if not self._budget.try_withdraw():
             return "budget", None
         return "retrying", wait
+
+    def _pause(self, seconds: float) -> Awaitable[object]:
+        waiting = self._sleep(seconds)
+        if not inspect.isawaitable(waiting):
+            raise ConfigurationError(
+                f"sleep must return an awaitable (an async def function), not "
+                f"{type(waiting).__name__}"
+            )
+        return waiting
+
+    def _warn_once_about_backoff(self) -> None:
+        if not self._warned_backoff:
+            self._warned_backoff = True
+            logger.warning(
+                "the backoff strategy raised or gave no finite wait of 0 s or more; "
+                "calls that need it are not retried"
+            )
 
     @staticmethod
     def _final_error(failure: AttemptFailure, attempts: int, may_have_spent: bool) -> Exception:

@@ -60,7 +60,8 @@ class AttemptEvent:
         will_retry: Whether another attempt follows.
         retry_in: Seconds until that attempt when ``will_retry``, else None.
         reason: Why the call stops or goes on (``"success"``, ``"retrying"``, ``"final"``,
-            ``"attempts"``, ``"deadline"``, ``"budget"``, ``"retry_after_cap"``, ``"closed"``).
+            ``"attempts"``, ``"deadline"``, ``"budget"``, ``"retry_after_cap"``, ``"closed"``,
+            ``"backoff"``: the backoff strategy raised or gave no finite wait >= 0).
     """
 
     code: str

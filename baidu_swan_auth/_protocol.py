@@ -7,9 +7,9 @@ client module only deals with sessions, retries and concurrency.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
-from typing import Any
-from urllib.parse import quote_plus, urlencode
+from collections.abc import Awaitable, Iterable
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -23,9 +23,16 @@ __all__ = [
     "MAX_BODY_BYTES",
     "AttemptFailure",
     "Credentials",
+    "Hidden",
+    "RedactedCause",
+    "Redactor",
+    "detach_cause",
     "interpret_answer",
     "read_capped_body",
+    "wire_forms",
 ]
+
+T = TypeVar("T")
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -52,6 +59,42 @@ class AttemptFailure(Exception):
         self.retry_after = retry_after
 
 
+def wire_forms(value: str) -> frozenset[str]:
+    """``value`` as it is and as it travels percent-encoded: in a form body (``quote_plus``) and in
+    a URL (``quote``, with and without ``/`` kept). A server that echoes a request may use any."""
+    return frozenset({value, quote_plus(value), quote(value, safe=""), quote(value)})
+
+
+class Redactor:
+    """Blanks every wire form of some hidden values out of a text.
+
+    Longer forms go first, so a value is never half-blanked by a shorter one inside it.
+    """
+
+    __slots__ = ("_forms",)
+
+    def __init__(self, forms: Iterable[str]) -> None:
+        self._forms = sorted({form for form in forms if form}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
+        return text
+
+    def reveals(self, text: str) -> bool:
+        """Whether ``text`` holds any of the hidden values, in any of their forms."""
+        return any(form in text for form in self._forms)
+
+    def __repr__(self) -> str:
+        return "<Redactor>"
+
+
+#: A shorter code is not blanked: "***" for every "abc" would mangle Baidu's own error strings,
+#: and a code that short is no secret worth guarding.
+SHORTEST_BLANKED_CODE = 8
+
+
 class Credentials:
     """The AppKey and AppSecret, with the constant part of every request body encoded once.
 
@@ -59,26 +102,95 @@ class Credentials:
     call's frames, and this object (and the bytes it holds) must never show up there.
     """
 
-    __slots__ = ("client_id", "form_prefix", "secret")
+    __slots__ = ("_hidden", "client_id", "form_prefix", "secret")
 
     def __init__(self, client_id: str, secret: str) -> None:
         self.client_id = client_id
         self.secret = secret
         self.form_prefix = (urlencode({"client_id": client_id, "sk": secret}) + "&code=").encode()
+        self._hidden = wire_forms(secret)
+
+    def hide_also(self, forms: Iterable[str]) -> None:
+        """Blank these too, wherever the secret is blanked (a proxy's password, for one)."""
+        self._hidden = self._hidden | frozenset(forms)
 
     def form_body(self, code: str) -> bytes:
         """The whole urlencoded body for one code; the code travels byte for byte."""
         return self.form_prefix + quote_plus(code).encode("ascii")
 
+    def redactor(self, code: str | None = None) -> Redactor:
+        """Blanks the secret (and whatever ``hide_also`` added) and, when it is long enough to
+        blank safely, ``code``, in every wire form."""
+        if code is not None and len(code) >= SHORTEST_BLANKED_CODE:
+            return Redactor(self._hidden | wire_forms(code))
+        return Redactor(self._hidden)
+
     def redact(self, text: str, code: str) -> str:
         """``text`` with the secret and the code blanked out, should Baidu echo them."""
-        for hidden in (self.secret, code):
-            if hidden and hidden in text:
-                text = text.replace(hidden, "***")
-        return text
+        return self.redactor(code)(text)
 
     def __repr__(self) -> str:
         return "<Credentials redacted>"
+
+
+class Hidden(Generic[T]):
+    """Holds a setting that may carry a credential (a proxy URL with a password) behind a
+    redacted ``repr``, for the same reason as ``Credentials``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
+class RedactedCause(Exception):
+    """Stands in for an exception from the network layer whose text quoted a secret or a code.
+
+    It keeps the original's type name and its text with those blanked; the original, and the
+    objects it held, are dropped.
+    """
+
+
+def detach_cause(exc: BaseException, redact: Redactor) -> BaseException:
+    """``exc`` made safe to keep as the ``__cause__`` of the error a call raises.
+
+    Its frames, and those of every exception chained to it, are dropped: they are aiohttp's and
+    asyncio's, and hold the request (asyncio's ``write()`` has the body, secret and all, as a
+    local), which error trackers record. When the text of any of them quotes a hidden value
+    (a server that echoes the request into an answer aiohttp cannot parse, a proxy's
+    credentials), a ``RedactedCause`` takes its place.
+    """
+    chain: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        current.__traceback__ = None
+        pending += [current.__cause__, current.__context__]
+    if not any(redact.reveals(_text_of(link)) for link in chain):
+        return exc
+    return RedactedCause(f"{type(exc).__name__}: {redact(_safe_str(exc))}")
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not hide the failure it describes
+        return "(its text could not be read)"
+
+
+def _text_of(exc: BaseException) -> str:
+    notes = getattr(exc, "__notes__", None)
+    try:
+        shown = repr(exc)
+    except Exception:
+        shown = ""
+    return f"{_safe_str(exc)}\n{shown}\n{notes!r}"
 
 
 def read_capped_body(response: aiohttp.ClientResponse) -> Awaitable[bytes | None]:
@@ -158,11 +270,35 @@ def _session_key(payload: dict[str, Any]) -> SessionKey | None:
     return None
 
 
-def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> dict[str, Any]:
-    return {
-        key: credentials.redact(value, code) if isinstance(value, str) else value
-        for key, value in payload.items()
+#: Baidu's own error strings: a code is never blanked out of these (a code "grant" must not turn
+#: "invalid_grant" into "invalid_***", which no longer reads as a spent code).
+_KNOWN_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "redirect_uri_mismatch",
+        "unsupported_response_type",
+        "expired_token",
+        "slow_down",
     }
+)
+
+
+def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> dict[str, Any]:
+    everything = credentials.redactor(code)
+    secret_only = credentials.redactor()
+    redacted: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, str):
+            blank = secret_only if key == "error" and value in _KNOWN_ERRORS else everything
+            redacted[key] = blank(value)
+        else:
+            redacted[key] = value
+    return redacted
 
 
 def _failure(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -22,7 +23,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from ._errors import ExchangeTimeoutError, ResponseError, SwanAuthError, TransportError
+from ._errors import (
+    ConfigurationError,
+    ExchangeTimeoutError,
+    ResponseError,
+    SwanAuthError,
+    TransportError,
+)
 
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
@@ -55,8 +62,12 @@ def default_backoff() -> wait_base:
     return wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1)
 
 
-def backoff_wait(backoff: wait_base, attempt: int, error: BaseException) -> float:
-    """The pause ``backoff`` asks for after failed ``attempt`` (1 for the first)."""
+def backoff_wait(backoff: wait_base, attempt: int, error: BaseException) -> float | None:
+    """The pause ``backoff`` asks for after failed ``attempt`` (1 for the first), or None when
+    it gives no usable one: it raised, or returned something other than a finite number >= 0.
+
+    None means "do not retry": a NaN wait once made a call sleep past its deadline.
+    """
     from tenacity import RetryCallState, Retrying  # noqa: PLC0415
 
     # tenacity's strategies read the attempt number and the failed outcome from a RetryCallState,
@@ -64,7 +75,15 @@ def backoff_wait(backoff: wait_base, attempt: int, error: BaseException) -> floa
     state = RetryCallState(Retrying(), None, (), {})
     state.attempt_number = attempt
     state.set_exception((type(error), error, error.__traceback__))
-    return float(backoff(state))
+    try:
+        wait = backoff(state)
+    except Exception:
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        return None
+    if not math.isfinite(wait) or wait < 0:
+        return None
+    return float(wait)
 
 
 _SAFE_STATUSES = frozenset({429, 503})
@@ -117,27 +136,55 @@ def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
     return TransportError(f"request to Baidu failed ({name})"), Disposition.FINAL
 
 
+#: Delay-seconds are ASCII digits (RFC 9110); a decimal part is tolerated because real servers
+#: send one. ``float()`` alone would also take "1e3", "infinity", "1_0" and Arabic-Indic digits.
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+#: Longer waits are all the same to the client (far past ``max_retry_after``); the bound keeps
+#: the value finite for whoever reads ``ServiceUnavailableError.retry_after``.
+LONGEST_RETRY_AFTER = float(2**31)
+
+
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None.
+
+    Never raises: an unreadable value is None, an absurd one is capped at
+    ``LONGEST_RETRY_AFTER`` (a date in the past is 0).
+    """
     if not value:
         return None
     value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        import email.utils  # noqa: PLC0415 (rare: most servers send seconds)
+    if _DELAY_SECONDS.fullmatch(value):
+        return min(float(value), LONGEST_RETRY_AFTER)
+    import email.utils  # noqa: PLC0415 (rare: most servers send seconds)
 
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now()
-        return max(seconds, 0.0)
-    if not math.isfinite(seconds) or seconds < 0:
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # A year past 9999 or an offset past a day: hostile or broken, never worth a crash.
         return None
-    return seconds
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), LONGEST_RETRY_AFTER)
+
+
+#: Shorter windows make the slot arithmetic overflow (``ttl=1e-320``) and mean nothing anyway.
+_SHORTEST_TTL = 0.001
+
+
+def _check_setting(name: str, value: object, *, smallest: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < smallest
+    ):
+        raise ConfigurationError(
+            f"RetryBudget {name} must be a finite number of at least {smallest:g}, not {value!r}"
+        )
 
 
 class RetryBudget:
@@ -165,8 +212,12 @@ class RetryBudget:
         percent_can_retry: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl <= 0 or min_retries_per_second < 0 or percent_can_retry < 0:
-            raise ValueError("ttl must be positive; the other rates must not be negative")
+        _check_setting("ttl", ttl, smallest=_SHORTEST_TTL)
+        _check_setting("min_retries_per_second", min_retries_per_second, smallest=0.0)
+        _check_setting("percent_can_retry", percent_can_retry, smallest=0.0)
+        if not callable(clock):
+            raise ConfigurationError(f"clock must be callable, not {type(clock).__name__}")
+        self._settings = (ttl, min_retries_per_second, percent_can_retry)
         self._slot_width = ttl / (self._SLOTS - 1)
         self._reserve = min_retries_per_second * ttl
         self._percent = percent_can_retry
@@ -200,6 +251,13 @@ class RetryBudget:
             return False
         self._withdrawals[index] += 1
         return True
+
+    def __repr__(self) -> str:
+        ttl, reserve_rate, percent = self._settings
+        return (
+            f"<RetryBudget ttl={ttl!r} min_retries_per_second={reserve_rate!r} "
+            f"percent_can_retry={percent!r} balance={self.balance:.1f}>"
+        )
 
     @property
     def balance(self) -> float:

@@ -18,3 +18,17 @@ baidu_keys = st.sampled_from(
 )
 #: JSON objects whose keys are mostly the ones Baidu's answers use, with any values.
 baidu_like = st.dictionaries(baidu_keys | st.text(max_size=6), json_values, max_size=6)
+
+#: HTTP dates (as in ``Retry-After``), many of them out of any calendar's range: years from far
+#: before year 1 to far past 9999, odd offsets, days that do not exist.
+http_dates = st.builds(
+    "{}, {:02d} {} {} {:02d}:{:02d}:{:02d} {}".format,
+    st.sampled_from(["Mon", "Tue", "Sun", "Xyz"]),
+    st.integers(0, 40),
+    st.sampled_from(["Jan", "Feb", "Dec", "Foo"]),
+    st.integers(-(10**12), 10**12) | st.integers(9990, 10010) | st.integers(0, 100),
+    st.integers(0, 30),
+    st.integers(0, 70),
+    st.integers(0, 70),
+    st.sampled_from(["GMT", "UTC", "+0000", "-2400", "+9999", "-0800", "EST", ""]),
+)
