@@ -560,7 +560,8 @@ class SwanAuthClient:
             when the iterator is garbage-collected.
 
         Raises:
-            ConfigurationError: ``concurrency`` or ``rate`` is not a positive number.
+            ConfigurationError: ``concurrency`` or ``rate`` is not a positive number, or
+                ``items`` is not iterable or is a single ``str`` or ``bytes`` (pass ``[code]``).
         """
         return _exchange_many(self, items, concurrency=concurrency, rate=rate)
 

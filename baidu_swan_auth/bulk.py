@@ -161,6 +161,13 @@ def exchange_many(
         raise ConfigurationError(f"concurrency must be an int of at least 1, not {concurrency!r}")
     if not isinstance(items, Iterable | AsyncIterable):
         raise ConfigurationError(f"items must be iterable, not {type(items).__name__}")
+    if isinstance(items, str | bytes | bytearray | memoryview):
+        # Iterable, so it would pass the check above and be exchanged one character (or byte
+        # value) at a time. The value itself stays out of the message: it is likely a code.
+        raise ConfigurationError(
+            f"items is a single {type(items).__name__}, not a collection of codes: pass a list "
+            "of codes, e.g. [code], or call client.exchange(code) for one"
+        )
     limiter = rate if isinstance(rate, RateLimiter) or rate is None else RateLimiter(rate)
     return _stream(client, items, concurrency, limiter)
 

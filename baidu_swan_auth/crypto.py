@@ -17,8 +17,8 @@ Baidu's scheme (``log_userdata.md``): AES-192-CBC, key = the base64-decoded sess
 bytes), IV = the base64-decoded ``iv`` (16 bytes). The plaintext is 16 random bytes, a 4-byte
 big-endian length ``L``, ``L`` bytes of UTF-8 JSON, then the mini program's AppKey, padded
 PKCS#7-style to a multiple of **32** bytes (a pad count from 1 to 32). There is no MAC: the
-padding, the length field and the trailing AppKey are the only integrity checks, so every one of
-them is verified.
+padding, the length field and the trailing AppKey are the only checks, so every one of them is
+verified. They catch a wrong key; they cannot catch an altered ciphertext (CBC is malleable).
 """
 
 from __future__ import annotations
@@ -72,8 +72,18 @@ def _aes_cbc_decrypt(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     return decryptor.update(ciphertext) + decryptor.finalize()
 
 
+class _Rejected(Exception):
+    """A failure on its way out to the public function, which raises the public error itself
+    (see ``decrypt_user_data`` for why): this one never leaves the module."""
+
+    def __init__(self, message: str, reason: str = "argument") -> None:
+        super().__init__(message, reason)
+        self.message = message
+        self.reason = reason
+
+
 def _fail(message: str, reason: str) -> NoReturn:
-    raise DecryptError(message, reason=reason)
+    raise _Rejected(message, reason)
 
 
 def _b64decode(value: object, name: str) -> bytes:
@@ -134,7 +144,7 @@ def _reject_constant(name: str) -> NoReturn:
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
     # Every failure is raised outside its except block: the decode and JSON errors would chain
-    # the plaintext (UnicodeDecodeError.object, JSONDecodeError.doc) to the DecryptError.
+    # the plaintext (UnicodeDecodeError.object, JSONDecodeError.doc) to the failure.
     try:
         text: str | None = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -159,6 +169,11 @@ def decrypt_user_data(data: str, iv: str, session_key: str, app_key: str) -> dic
     padding or in the URL-safe alphabet; anything else that is not base64 (a space inside
     included: it means a ``+`` was lost to form decoding) is rejected.
 
+    The padding, length and AppKey checks catch a stale or wrong session key, nearly always.
+    They do not prove integrity: there is no MAC, and whoever can alter ``data`` (the user, for
+    one) can alter parts of the plaintext without the key (AES-CBC is malleable). Do not base
+    authorization decisions on decrypted fields; see the decrypting guide.
+
     Args:
         data: The encrypted data (``encryptedData`` / ``data``) as the mini program received it:
             base64 text.
@@ -180,7 +195,22 @@ def decrypt_user_data(data: str, iv: str, session_key: str, app_key: str) -> dic
             which; ``stale_key`` is true for the failures a stale session key causes.
         MissingDependencyError: The ``cryptography`` package is not installed.
     """
-    _require_cryptography()  # first, so that a missing extra never hides behind a bad input
+    try:
+        _require_cryptography()  # first, so that a missing extra never hides behind a bad input
+        return _decrypt(data, iv, session_key, app_key)
+    except _Rejected as rejected:
+        message, reason = rejected.message, rejected.reason
+    finally:
+        # Error trackers record the locals of every frame in a traceback, and this frame is in
+        # the traceback of whatever leaves it: the session key goes before anything does.
+        del data, iv, session_key, app_key
+    # Raised here, after the except block, so that the _Rejected is neither the cause nor the
+    # context: its traceback holds the frames that saw the key and the plaintext.
+    raise DecryptError(message, reason=reason) from None
+
+
+def _decrypt(data: object, iv: object, session_key: object, app_key: object) -> dict[str, Any]:
+    """The work of ``decrypt_user_data``. Fails with ``_Rejected``, which must not escape."""
     ciphertext = _b64decode(data, "data")
     iv_bytes = _b64decode(iv, "iv")
     key = _b64decode(session_key, "session_key")
@@ -244,11 +274,13 @@ def swanid_signature(app_key: str, secret: str, swanid: str) -> str:
         InvalidInputError: An argument is not a str or holds a lone surrogate, or the AppKey or
             AppSecret is empty.
     """
-    material = _settings_material(app_key, secret)
-    swanid_bytes = _utf8(swanid)
-    if swanid_bytes is None:
-        raise InvalidInputError("swanid must be a str of valid Unicode")
-    return _md5_hex(material + swanid_bytes)
+    try:
+        return _md5_hex(_settings_material(app_key, secret) + _swanid_bytes(swanid))
+    except _Rejected as rejected:
+        message = rejected.message
+    finally:
+        del secret  # see decrypt_user_data: this frame is in the error's traceback
+    raise InvalidInputError(message) from None
 
 
 def verify_swanid_signature(app_key: str, secret: str, swanid: str, signature: str) -> bool:
@@ -270,12 +302,30 @@ def verify_swanid_signature(app_key: str, secret: str, swanid: str, signature: s
     Raises:
         InvalidInputError: ``app_key`` or ``secret`` is not a non-empty str of valid Unicode.
     """
-    material = _settings_material(app_key, secret)
+    try:
+        material = _settings_material(app_key, secret)
+    except _Rejected as rejected:
+        message = rejected.message
+    else:
+        return _signature_matches(material, swanid, signature)
+    finally:
+        del secret  # see decrypt_user_data: this frame is in the error's traceback
+    raise InvalidInputError(message) from None
+
+
+def _signature_matches(material: bytes, swanid: object, signature: object) -> bool:
     swanid_bytes = _utf8(swanid)
     if swanid_bytes is None or not isinstance(signature, str) or not signature.isascii():
         return False
     expected = _md5_hex(material + swanid_bytes).encode("ascii")
     return hmac.compare_digest(expected, signature.lower().encode("ascii"))
+
+
+def _swanid_bytes(swanid: object) -> bytes:
+    encoded = _utf8(swanid)
+    if encoded is None:
+        raise _Rejected("swanid must be a str of valid Unicode")
+    return encoded
 
 
 def _utf8(value: object) -> bytes | None:
@@ -294,7 +344,7 @@ def _settings_material(app_key: object, secret: object) -> bytes:
     for name, value in (("app_key", app_key), ("secret", secret)):
         encoded = _utf8(value)
         if not encoded:
-            raise InvalidInputError(f"{name} must be a non-empty str of valid Unicode")
+            raise _Rejected(f"{name} must be a non-empty str of valid Unicode")
         parts.append(encoded)
     return b"appkey=" + parts[0] + b"secret_key=" + parts[1] + b"swanid="
 

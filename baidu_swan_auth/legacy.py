@@ -41,6 +41,7 @@ from ._protocol import FORM_CONTENT_TYPE
 
 __all__ = [
     "LEGACY_ENDPOINT",
+    "LegacyRedirectRefusedError",
     "LegacyRequestNotResentError",
     "get_session_key_by_code",
     "legacy_rewrite_middleware",
@@ -50,6 +51,8 @@ __all__ = [
 _FIELDS = ("code", "client_id", "sk")
 # aiohttp re-sends a request whose *original* method is one of these after a dropped connection.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# The statuses aiohttp follows (when allow_redirects is true, its default for all but HEAD).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class LegacyRequestNotResentError(aiohttp.ClientConnectionError):
@@ -59,6 +62,17 @@ class LegacyRequestNotResentError(aiohttp.ClientConnectionError):
     ``aiohttp.ClientConnectionError`` (not a ``ServerDisconnectedError`` or ``ClientOSError``,
     which aiohttp would answer by re-sending the request); the original error is its
     ``__cause__``.
+    """
+
+
+class LegacyRedirectRefusedError(aiohttp.ClientResponseError):
+    """A rewritten legacy request was answered with a redirect, which is not followed.
+
+    Following it would send the request's form body, AppSecret and login code included, to
+    wherever the ``Location`` header points. It is an ``aiohttp.ClientResponseError`` whose
+    ``status`` is the redirect's (301, 302, 303, 307 or 308); the message names where the
+    redirect pointed, without its query. ``headers`` is None: the ``Location`` may echo the
+    secret back in its query.
     """
 
 
@@ -78,7 +92,11 @@ def legacy_rewrite_middleware(endpoint: str | yarl.URL = DEFAULT_ENDPOINT) -> Cl
       already in the body win). Other query parameters stay;
     * the request is sent at most once: when the connection drops, it fails with
       [`LegacyRequestNotResentError`][baidu_swan_auth.legacy.LegacyRequestNotResentError] instead of
-      being re-sent by aiohttp, because the code may already be spent.
+      being re-sent by aiohttp, because the code may already be spent;
+    * it never follows a redirect: a 301, 302, 303, 307 or 308 answer fails with
+      [`LegacyRedirectRefusedError`][baidu_swan_auth.legacy.LegacyRedirectRefusedError], whatever
+      ``allow_redirects`` says, because aiohttp would re-send the form, AppSecret included, to
+      the ``Location``.
 
     Other requests are not touched. A per-request ``middlewares=`` argument replaces the session's
     list, this middleware included.
@@ -100,7 +118,7 @@ def legacy_rewrite_middleware(endpoint: str | yarl.URL = DEFAULT_ENDPOINT) -> Cl
         warn_legacy_once(request.url, target=target, stacklevel=2)
         await _move_to(request, target)
         try:
-            return await handler(request)
+            response = await handler(request)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             if original_method not in _IDEMPOTENT or isinstance(exc, aiohttp.ClientConnectorError):
                 raise  # aiohttp re-sends neither, and a refused connection sent nothing
@@ -108,8 +126,52 @@ def legacy_rewrite_middleware(endpoint: str | yarl.URL = DEFAULT_ENDPOINT) -> Cl
                 "the connection dropped after a rewritten getSessionKeyByCode request was sent; "
                 "it is not sent again because Baidu may already have spent its code"
             ) from exc
+        if response.status in _REDIRECTS:
+            # aiohttp follows a redirect after the middleware returns, re-sending a 307/308's
+            # body (the AppSecret) to the Location's host: raising is the only way to stop it.
+            # The middleware cannot see allow_redirects, so the refusal does not depend on it.
+            refusal = _refuse_redirect(response)
+            # The response's repr shows its headers, and the Location may echo the form: keep
+            # it out of this frame's locals, which error trackers record.
+            del response
+            raise refusal
+        return response
 
     return rewrite_legacy_requests
+
+
+def _refuse_redirect(response: ClientResponse) -> LegacyRedirectRefusedError:
+    status = response.status
+    where = _redirect_target(response)
+    request_info = response.request_info
+    # Back to the pool: nobody reads this answer.
+    response.release()
+    return LegacyRedirectRefusedError(
+        request_info,
+        (),
+        status=status,
+        message=(
+            f"refused to follow a {status} redirect{where} for a rewritten getSessionKeyByCode "
+            "request, which carries the AppSecret and a login code"
+        ),
+    )
+
+
+def _redirect_target(response: ClientResponse) -> str:
+    """`` to <origin and path>`` of the response's Location, or nothing when it has none.
+
+    The query, fragment and user info are left out: a server may echo the form's fields, the
+    AppSecret among them, into the URL it redirects to.
+    """
+    location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
+    if not location:
+        return ""
+    try:
+        url = response.url.join(yarl.URL(location))
+        shown = str(url.origin().with_path(url.path)) if url.absolute else ""
+    except ValueError:
+        shown = ""
+    return f" to {shown}" if shown else " to an unusable Location"
 
 
 async def _move_to(request: ClientRequest, target: yarl.URL) -> None:

@@ -182,6 +182,23 @@ async def test_bad_concurrency_is_refused_at_the_call(
         client.exchange_many(["x"], concurrency=concurrency)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "items",
+    ["one-code-of-22-letters", b"one-code", bytearray(b"one-code"), memoryview(b"one-code")],
+    ids=["str", "bytes", "bytearray", "memoryview"],
+)
+async def test_a_bare_code_is_refused_at_the_call(
+    fake: FakeBaiduServer, client: SwanAuthClient, items: object
+) -> None:
+    # Iterable, but each of its characters (or byte values) would be exchanged as a code.
+    with pytest.raises(ConfigurationError, match=r"list of codes.*\[code\]") as caught:
+        await _all(client.exchange_many(items))  # type: ignore[arg-type]
+    assert type(items).__name__ in str(caught.value)
+    assert "one-code" not in str(caught.value), "a whole code stays out of the message"
+    await asyncio.sleep(0.05)
+    assert fake.requests == []
+
+
 async def test_inputs_are_read_lazily(fake: FakeBaiduServer, client: SwanAuthClient) -> None:
     pulled = 0
 

@@ -37,6 +37,8 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import FakeBaiduServer, encrypt_user_data
 
+from .helpers import traceback_frames
+
 # The example of Baidu's log_userdata.md.
 APP_KEY = "y2dTfnWfkx2OXttMEMWlGHoB1KzMogm7"
 SESSION_KEY = "1df09d0a1677dd72b8325aec59576e0c"
@@ -456,6 +458,73 @@ def test_messages_and_reprs_never_show_the_key_or_the_plaintext() -> None:
             assert keys.key.hex() not in text
 
 
+PHONE = "13812345678"
+
+
+def _reason_cases() -> list[tuple[str, str, str, str, Any]]:
+    """(reason, data, iv, session_key, app_key) for every reason, each with a phone number in
+    the plaintext wherever the case gets as far as decrypting."""
+    key = _b64(os.urandom(24))
+    iv = _b64(os.urandom(16))
+    secret_json = {"purePhoneNumber": PHONE}
+    sealed = encrypt_user_data(secret_json, iv, key, APP_KEY)
+    # A pad count of 0: the decryptor has the whole plaintext, phone number included, in hand.
+    plain = _layout(_dumps(secret_json), APP_KEY.encode())[:-1] + b"\0"
+    bad_pad = _aes_encrypt(plain, base64.b64decode(key), base64.b64decode(iv))
+    # A longer AppKey after the payload: the length field no longer fits.
+    longer_app_key = encrypt_user_data(secret_json, iv, key, APP_KEY + "x")
+    return [
+        ("base64", "!!!!", iv, key, APP_KEY),
+        ("base64", sealed, iv, key[:16] + " " + key[16:], APP_KEY),  # a '+' lost to a form
+        ("key_size", sealed, iv, _b64(os.urandom(20)), APP_KEY),
+        ("iv_size", sealed, _b64(os.urandom(12)), key, APP_KEY),
+        ("data_size", sealed[:-8], iv, key, APP_KEY),
+        ("padding", bad_pad, iv, key, APP_KEY),
+        ("length", longer_app_key, iv, key, APP_KEY),
+        ("app_key", encrypt_user_data(secret_json, iv, key, APP_KEY[::-1]), iv, key, APP_KEY),
+        ("json", encrypt_user_data(PHONE.encode() + b" ", iv, key, APP_KEY), iv, key, APP_KEY),
+        ("json", encrypt_user_data(b"\xff" + PHONE.encode(), iv, key, APP_KEY), iv, key, APP_KEY),
+        ("argument", sealed, iv, key, 42),
+    ]
+
+
+def _secret_forms(session_key: str) -> list[str]:
+    forms = [PHONE, session_key]
+    try:
+        raw = base64.b64decode(session_key)
+    except ValueError:
+        return forms
+    return [*forms, repr(raw)[2:-1], raw.hex()] if raw else forms
+
+
+@pytest.mark.parametrize("via", ["function", "session_key"])
+def test_no_frame_of_a_decrypt_error_holds_the_key_or_the_plaintext(via: str) -> None:
+    # Error trackers (Sentry, rich tracebacks) record the locals of every frame of the error and
+    # of its causes and contexts: decrypting must leave neither the key nor the data there.
+    def decrypt(data: str, iv: str, session_key: str, app_key: Any) -> object:
+        if via == "function":
+            return decrypt_user_data(data, iv, session_key, app_key)
+        return SessionKey(openid="o", session_key=session_key).decrypt(data, iv, app_key)
+
+    seen = set()
+    for reason, data, iv, session_key, app_key in _reason_cases():
+        with pytest.raises(DecryptError) as caught:
+            decrypt(data, iv, session_key, app_key)
+        assert caught.value.reason == reason
+        seen.add(reason)
+        frames = list(traceback_frames(caught.value))
+        assert any(function == "decrypt_user_data" for _, function, _ in frames)
+        for filename, function, local in frames:
+            if filename == __file__:
+                continue  # this test's own frame holds the arguments, of course
+            for name, value in local.items():
+                shown = repr(value)
+                for secret in _secret_forms(session_key):
+                    assert secret not in shown, (reason, function, name)
+    reasons = "base64 key_size iv_size data_size padding length app_key json argument"
+    assert seen == set(reasons.split())
+
+
 def test_decrypt_error_shape() -> None:
     error = _decrypt_error(DATA, IV, SESSION_KEY, "wrong-app-key")
     assert isinstance(error, SwanAuthError)
@@ -538,6 +607,19 @@ def test_altered_ciphertext_gives_a_dict_or_a_decrypt_error(
     assert isinstance(result, dict)
 
 
+def test_the_first_json_bytes_can_be_altered_undetected_as_documented() -> None:
+    # docs/how-to/decrypting.md says the checks prove the key, not the data: CBC is malleable,
+    # and the block before the JSON's first 12 bytes only feeds the random prefix.
+    keys = Keys()
+    payload = {"role": "user", "purePhoneNumber": PHONE}
+    data = encrypt_user_data(payload, keys.iv_b64, keys.session_key, APP_KEY)
+    raw = bytearray(base64.b64decode(data))
+    known, wanted = b'{"role":"use', b'{"role":"adm'
+    for index, (before, after) in enumerate(zip(known, wanted, strict=True)):
+        raw[4 + index] ^= before ^ after  # plaintext byte 20 + index, through ciphertext block 0
+    assert keys.decrypt(_b64(bytes(raw))) == {"role": "admr", "purePhoneNumber": PHONE}
+
+
 # ------------------------------------------------------------------------------- swanid
 
 
@@ -588,6 +670,28 @@ def test_swanid_signature_rejects_unusable_arguments(arguments: tuple[Any, Any, 
         swanid_signature(*arguments)
     assert "my-secret" not in str(caught.value)
     assert caught.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda secret: swanid_signature("", secret, "device"),
+        lambda secret: swanid_signature("my-app", secret, None),
+        lambda secret: swanid_signature("my-app", secret, "dev\ud800ice"),
+        lambda secret: verify_swanid_signature("", secret, "device", "0" * 32),
+        lambda secret: verify_swanid_signature(None, secret, "device", "0" * 32),
+    ],
+    ids=["empty-app-key", "swanid-none", "swanid-surrogate", "verify-empty", "verify-none"],
+)
+def test_no_frame_of_a_swanid_error_holds_the_app_secret(call: Any) -> None:
+    secret = "app-secret-" + os.urandom(8).hex()
+    with pytest.raises(InvalidInputError) as caught:
+        call(secret)
+    ours = [frame for frame in traceback_frames(caught.value) if frame[0] != __file__]
+    assert ours, "the SDK's frames are in the traceback"
+    for _, function, local in ours:
+        for name, value in local.items():
+            assert secret not in repr(value), (function, name)
 
 
 def test_verify_swanid_signature_rejects_bad_settings() -> None:
@@ -656,6 +760,22 @@ def test_without_cryptography_decryption_names_the_extra(monkeypatch: pytest.Mon
         assert caught.value.kind == "missing_dependency"
     # The signature needs nothing extra.
     assert len(swanid_signature("a", "s", "i")) == 32
+
+
+def test_without_cryptography_no_frame_holds_the_session_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [name for name in sys.modules if name.split(".")[0] == "cryptography"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+    session_key = _b64(os.urandom(24))
+    with pytest.raises(MissingDependencyError) as caught:
+        decrypt_user_data(DATA, IV, session_key, APP_KEY)
+    ours = [frame for frame in traceback_frames(caught.value) if frame[0] != __file__]
+    assert any(function == "decrypt_user_data" for _, function, _ in ours)
+    for _, function, local in ours:
+        for name, value in local.items():
+            assert session_key not in repr(value), (function, name)
 
 
 def test_a_fresh_interpreter_without_cryptography() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,12 +24,15 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.legacy import (
     LEGACY_ENDPOINT,
+    LegacyRedirectRefusedError,
     LegacyRequestNotResentError,
     get_session_key_by_code,
     legacy_rewrite_middleware,
     rewrite_legacy_url,
 )
-from baidu_swan_auth.testing import Drop, FakeBaiduServer
+from baidu_swan_auth.testing import Arbitrary, Drop, FakeBaiduServer, Redirect
+
+from .helpers import traceback_frames
 
 LEGACY = "getSessionKeyByCode"  # every deprecation warning of the shim names it
 LEGACY_VARIANTS = [
@@ -331,3 +335,174 @@ def test_rewrite_property(scheme: str, host: str, port: int | None, path: str, q
         assert rewritten == url
     assert rewritten.raw_query_string == url.raw_query_string
     assert rewritten.query == url.query
+
+
+# ------------------------------------------------------------------------ redirects
+
+
+class Elsewhere:
+    """A second loopback server, where a redirect from the endpoint points: it records every
+    request it receives, so a test can prove none reached it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, bytes]] = []
+        self.url = ""
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.received.append((request.method, request.path_qs, await request.read()))
+        return web.json_response({"openid": "elsewhere", "session_key": "stolen"})
+
+
+@pytest.fixture
+async def elsewhere() -> AsyncIterator[Elsewhere]:
+    target = Elsewhere()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", target._record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    target.url = f"http://127.0.0.1:{port}/collect?next=%2Fhome&token=location-token"
+    try:
+        yield target
+    finally:
+        await runner.cleanup()
+
+
+REDIRECTS = [301, 302, 303, 307, 308]
+
+
+async def _legacy_call(
+    session: aiohttp.ClientSession, fake: FakeBaiduServer, code: str, method: str, **extra: Any
+) -> None:
+    fields = _fields(fake, code)
+    if method == "GET":
+        request = session.get(LEGACY_ENDPOINT, params=fields, **extra)
+    else:
+        request = session.post(LEGACY_ENDPOINT, data=fields, **extra)
+    async with request as response:
+        await response.read()
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_rewritten_request_never_follows_a_redirect(
+    fake: FakeBaiduServer,
+    session: aiohttp.ClientSession,
+    elsewhere: Elsewhere,
+    status: int,
+    method: str,
+) -> None:
+    # aiohttp re-sends the body of a 307 or 308, AppSecret included, to the Location's host.
+    code = fake.issue_code()
+    fake.script(code, Redirect(status, location=elsewhere.url))
+    with (
+        pytest.warns(DeprecationWarning, match=LEGACY),
+        pytest.raises(LegacyRedirectRefusedError) as caught,
+    ):
+        await _legacy_call(session, fake, code, method)
+
+    assert elsewhere.received == []
+    assert len(fake.requests_for(code)) == 1
+    error = caught.value
+    assert isinstance(error, aiohttp.ClientResponseError)
+    assert error.status == status
+    assert "redirect" in str(error)
+    assert "AppSecret" in str(error)
+    where = str(yarl.URL(elsewhere.url).with_query(None))
+    assert where in str(error), "the message says where the redirect pointed"
+    for shown in (str(error), repr(error)):
+        for secret in (fake.secret, code, "location-token", "next="):
+            assert secret not in shown
+    assert fake.secret not in str(error.request_info.real_url)
+
+
+async def test_a_redirect_is_refused_with_allow_redirects_false_too(
+    fake: FakeBaiduServer, session: aiohttp.ClientSession, elsewhere: Elsewhere
+) -> None:
+    # The middleware cannot see allow_redirects: the caller gets the refusal, whose status is
+    # the redirect's, instead of the 3xx answer.
+    code = fake.issue_code()
+    fake.script(code, Redirect(307, location=elsewhere.url))
+    with (
+        pytest.warns(DeprecationWarning, match=LEGACY),
+        pytest.raises(LegacyRedirectRefusedError) as caught,
+    ):
+        await _legacy_call(session, fake, code, "GET", allow_redirects=False)
+    assert caught.value.status == 307
+    assert elsewhere.received == []
+
+
+async def test_the_connection_is_released_after_a_refused_redirect(
+    fake: FakeBaiduServer, session: aiohttp.ClientSession, elsewhere: Elsewhere
+) -> None:
+    code = fake.issue_code()
+    fake.script(code, Redirect(308, location=elsewhere.url))
+    with (
+        pytest.warns(DeprecationWarning, match=LEGACY),
+        pytest.raises(LegacyRedirectRefusedError),
+    ):
+        await _legacy_call(session, fake, code, "POST")
+    async with session.post(LEGACY_ENDPOINT, data=_fields(fake, code)) as response:
+        assert response.status == 200
+    first, second = fake.requests_for(code)
+    assert first.connection == second.connection, "the kept-alive connection was reused"
+
+
+async def test_other_urls_still_follow_redirects(
+    fake: FakeBaiduServer, session: aiohttp.ClientSession, elsewhere: Elsewhere
+) -> None:
+    code = fake.issue_code()
+    fake.script(code, Redirect(307, location=elsewhere.url))
+    async with session.post(fake.url, data={"code": code}) as response:
+        assert response.status == 200
+    assert [method for method, _, _ in elsewhere.received] == ["POST"]
+
+
+async def test_a_refused_redirect_keeps_the_location_out_of_our_frames(
+    fake: FakeBaiduServer, session: aiohttp.ClientSession, elsewhere: Elsewhere
+) -> None:
+    # An error tracker records the locals of every frame; the Location's query may echo the
+    # form, so the middleware's frame must not hold the response (whose repr has its headers).
+    code = fake.issue_code()
+    fake.script(code, Redirect(307, location=elsewhere.url))
+    with (
+        pytest.warns(DeprecationWarning, match=LEGACY),
+        pytest.raises(LegacyRedirectRefusedError) as caught,
+    ):
+        await _legacy_call(session, fake, code, "GET")
+    ours = [
+        (function, local)
+        for filename, function, local in traceback_frames(caught.value)
+        if "baidu_swan_auth" in filename
+    ]
+    assert ours, "the middleware's frame is in the traceback"
+    for function, local in ours:
+        for name, value in local.items():
+            assert "location-token" not in repr(value), (function, name)
+            assert fake.secret not in repr(value), (function, name)
+
+
+@pytest.mark.parametrize(
+    ("fault", "shown"),
+    [
+        (Redirect(308), "{base}/elsewhere"),
+        (Redirect(307, location="/elsewhere?sk=echoed-secret"), "{base}/elsewhere"),
+        (Arbitrary(307), "redirect for"),
+    ],
+    ids=["default-location", "relative-location", "no-location"],
+)
+async def test_a_redirect_on_the_same_host_is_refused_too(
+    fake: FakeBaiduServer, session: aiohttp.ClientSession, fault: Any, shown: str
+) -> None:
+    code = fake.issue_code()
+    fake.script(code, fault)
+    with (
+        pytest.warns(DeprecationWarning, match=LEGACY),
+        pytest.raises(LegacyRedirectRefusedError) as caught,
+    ):
+        await _legacy_call(session, fake, code, "POST")
+    assert [request.path for request in fake.requests] == ["/oauth/jscode2sessionkey"]
+    assert shown.format(base=fake.base_url) in str(caught.value)
+    assert "echoed-secret" not in str(caught.value)
