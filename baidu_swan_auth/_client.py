@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import inspect
 import logging
@@ -39,6 +40,7 @@ from ._protocol import (
     detach_cause,
     interpret_answer,
     read_capped_body,
+    strip_frames,
     wire_forms,
 )
 from ._retry import Disposition, RetryBudget, backoff_wait, default_backoff, transport_failure
@@ -119,10 +121,11 @@ def _checked_proxy(proxy: str | yarl.URL | None) -> yarl.URL | None:
         return None
     try:
         url = yarl.URL(proxy)
-    except (TypeError, ValueError):
+        host = url.host  # decoding an IDNA host can fail, and only here
+    except (TypeError, ValueError):  # UnicodeError included
         # The message leaves the value out: it may hold the proxy's password.
         raise ConfigurationError("proxy is not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise ConfigurationError("proxy must be an absolute http:// or https:// URL")
     try:
         auth = aiohttp.BasicAuth.from_url(url)
@@ -142,8 +145,11 @@ def _proxy_credential_forms(proxy: str | yarl.URL) -> set[str]:
     password = url.password
     if not password:
         return set()
-    token = base64.b64encode(f"{url.user or ''}:{password}".encode()).decode()
-    return {*wire_forms(password), url.raw_password or password, token}
+    sent = aiohttp.BasicAuth.from_url(url)
+    # The token as aiohttp sends it (Latin-1), and as a UTF-8 echo of it would read.
+    tokens = {sent.encode().removeprefix("Basic ")} if sent is not None else set()
+    tokens.add(base64.b64encode(f"{url.user or ''}:{password}".encode()).decode())
+    return {*wire_forms(password), url.raw_password or password, *tokens}
 
 
 def _check_code(code: object) -> None:
@@ -165,9 +171,13 @@ def _check_code(code: object) -> None:
 def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"{name} must be a positive number, not {value!r}")
-    if not math.isfinite(value):
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past any float: 10**400
+        seconds = math.inf
+    if not math.isfinite(seconds):
         raise ConfigurationError(f"{name} must be finite")
-    return float(value)
+    return seconds
 
 
 def _check_callables(**hooks: object) -> None:
@@ -182,6 +192,10 @@ def _check_credential(name: str, value: object) -> None:
     if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in value):
         # A newline from a badly quoted .env file, most likely: it would be sent and refused.
         raise ConfigurationError(f"{name} contains control characters (a newline?)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{name} is not valid Unicode text (a lone surrogate)") from None
 
 
 def _attempts(value: int) -> int:
@@ -306,6 +320,7 @@ class SwanAuthClient:
         self._closing: asyncio.Future[None] | None = None
         self._warned_async_hook = False
         self._warned_backoff = False
+        self._hid_session_proxy = False
         self._flights: dict[object, _Flight] = {}
         # Constant per client: the first attempt of a call with the default timeout reuses it.
         self._first_attempt_timeout = self._attempt_timeout(self._timeout)
@@ -387,7 +402,26 @@ class SwanAuthClient:
             )
         if self._session is None:
             self._session = self._new_session()
+        elif not self._owns_session and not self._hid_session_proxy:
+            self._hid_session_proxy = True
+            self._hide_proxy_of(self._session)
         return self._session
+
+    def _hide_proxy_of(self, session: aiohttp.ClientSession) -> None:
+        """Blank the password of a borrowed session's proxy as the client's own would be.
+
+        aiohttp keeps a session's proxy private; a version that moves it just leaves the
+        password to the generic blanking of credentials in URLs and Basic tokens.
+        """
+        proxy = getattr(session, "_default_proxy", None)
+        auth = getattr(session, "_default_proxy_auth", None)
+        if isinstance(auth, aiohttp.BasicAuth) and auth.password:
+            self._credentials.hide_also(
+                {*wire_forms(auth.password), auth.encode().removeprefix("Basic ")}
+            )
+        if isinstance(proxy, str | yarl.URL):
+            with contextlib.suppress(ValueError, TypeError):
+                self._credentials.hide_also(_proxy_credential_forms(proxy))
 
     def _new_session(self) -> aiohttp.ClientSession:
         proxy: str | yarl.URL | None = self._proxy.value
@@ -501,7 +535,10 @@ class SwanAuthClient:
         self._flights[key] = flight
         try:
             result = await self._run(session, loop, flight, code, timeout, max_attempts)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            # The cancellation came through aiohttp's frames, which hold the request (and a
+            # proxy's URL with its password): it leaves without them, whoever raises it next.
+            strip_frames(cancelled)
             replacement = self._cancellation_error(flight)
             if replacement is None:
                 flight.fail(
@@ -726,7 +763,11 @@ class SwanAuthClient:
                 )
             pace = current_pace.get()
             if pace is not None:  # the job's rate limit counts retries too
-                await pace.acquire()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await pace.acquire()
+                except TimeoutError:
+                    raise self._final_error(failure, attempt, may_have_spent) from None
             attempt += 1
             flight.attempts = attempt
             attempt_started = loop.time()

@@ -40,7 +40,10 @@ def is_legacy_url(url: yarl.URL) -> bool:
     scheme = url.scheme
     if scheme not in _DEFAULT_PORTS or url.raw_path not in _LEGACY_PATHS:
         return False
-    host = url.host
+    try:
+        host = url.host
+    except UnicodeError:  # an IDNA host that does not decode is no legacy host either
+        return False
     if host is None or host.rstrip(".").lower() != _LEGACY_HOST:
         return False
     return url.explicit_port is None or url.explicit_port == _DEFAULT_PORTS[scheme]
@@ -105,17 +108,18 @@ def check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.
     """The endpoint as a URL, or ``ConfigurationError`` when the secret would not be safe there."""
     try:
         url = yarl.URL(endpoint)
-    except (TypeError, ValueError) as exc:
+        host = url.host  # decoding an IDNA host can fail, and only here
+    except (TypeError, ValueError) as exc:  # UnicodeError included
         raise ConfigurationError(f"endpoint is not a URL: {exc}") from None
-    if url.scheme not in ("https", "http") or not url.host:
+    if url.scheme not in ("https", "http") or not host:
         raise ConfigurationError("endpoint must be an absolute https:// URL")
     if url.user or url.password:
         raise ConfigurationError("endpoint must not carry credentials")
     if url.query_string:
         raise ConfigurationError("endpoint must not carry a query string")
-    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise ConfigurationError(
-            f"refusing plain http:// to {url.host}: the AppSecret would travel in clear text; "
+            f"refusing plain http:// to {host}: the AppSecret would travel in clear text; "
             "use https://, or pass allow_insecure_http=True if you really mean it"
         )
     return url

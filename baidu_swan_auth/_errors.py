@@ -26,6 +26,7 @@ the AppSecret, a session key, decrypted user data or a whole login code.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -267,6 +268,8 @@ _ERROR_CLASSES: dict[str, type[ApiError]] = {
 _ERRNO_KEYS = ("errno", "error_code")
 _MESSAGE_KEYS = ("errmsg", "error_msg", "msg")
 _MAX_TEXT = 300
+# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
+_ERRNO_TEXT = re.compile(r"-?[0-9]{1,18}")
 
 
 def _text(value: object) -> str | None:
@@ -280,7 +283,7 @@ def _errno(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdigit() and len(value) < 20:
+    if isinstance(value, str) and _ERRNO_TEXT.fullmatch(value):
         return int(value)
     return None
 

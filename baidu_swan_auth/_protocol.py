@@ -7,12 +7,13 @@ client module only deals with sessions, retries and concurrency.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Iterable
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, quote_plus, urlencode
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._errors import ResponseError, ServiceUnavailableError, error_from_payload
 from ._models import SessionKey
@@ -29,6 +30,7 @@ __all__ = [
     "detach_cause",
     "interpret_answer",
     "read_capped_body",
+    "strip_frames",
     "wire_forms",
 ]
 
@@ -159,10 +161,28 @@ def detach_cause(exc: BaseException, redact: Redactor) -> BaseException:
 
     Its frames, and those of every exception chained to it, are dropped: they are aiohttp's and
     asyncio's, and hold the request (asyncio's ``write()`` has the body, secret and all, as a
-    local), which error trackers record. When the text of any of them quotes a hidden value
-    (a server that echoes the request into an answer aiohttp cannot parse, a proxy's
-    credentials), a ``RedactedCause`` takes its place.
+    local), which error trackers record. An ``aiohttp.ClientResponseError`` is rebuilt: its
+    message quotes the bytes the server sent (any echo of the request, in escapes no blanking
+    can foresee) and its ``request_info`` holds the request's headers (a proxy's
+    ``Proxy-Authorization`` among them), so only the message's first clause and the status stay.
+    When the text of anything else chained quotes a hidden value or a URL's credentials, a
+    ``RedactedCause`` takes the place of the whole chain.
     """
+    strip_frames(exc)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _rebuilt_response_error(exc, redact)
+    if not any(_reveals(redact, _text_of(link)) for link in _chain(exc)):
+        return exc
+    return RedactedCause(f"{type(exc).__name__}: {_blank(redact, _safe_str(exc))}")
+
+
+def strip_frames(exc: BaseException) -> None:
+    """Drop the traceback of ``exc`` and of everything chained to it."""
+    for link in _chain(exc):
+        link.__traceback__ = None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     pending: list[BaseException | None] = [exc]
     while pending:
@@ -170,11 +190,34 @@ def detach_cause(exc: BaseException, redact: Redactor) -> BaseException:
         if current is None or any(current is seen for seen in chain):
             continue
         chain.append(current)
-        current.__traceback__ = None
         pending += [current.__cause__, current.__context__]
-    if not any(redact.reveals(_text_of(link)) for link in chain):
-        return exc
-    return RedactedCause(f"{type(exc).__name__}: {redact(_safe_str(exc))}")
+    return chain
+
+
+#: ``scheme://user:password@``, as aiohttp shows a proxy's URL, and an HTTP Basic token.
+_CREDENTIALS_IN_TEXT = re.compile(r"(?<=://)[^/@\s'\"]*@|(?<=Basic )[A-Za-z0-9+/=]+")
+
+
+def _reveals(redact: Redactor, text: str) -> bool:
+    return redact.reveals(text) or _CREDENTIALS_IN_TEXT.search(text) is not None
+
+
+def _blank(redact: Redactor, text: str) -> str:
+    return _CREDENTIALS_IN_TEXT.sub("***", redact(text))
+
+
+def _rebuilt_response_error(exc: aiohttp.ClientResponseError, redact: Redactor) -> BaseException:
+    first_clause = _blank(redact, re.split(r"[:\n]", exc.message or "", maxsplit=1)[0][:80])
+    info = exc.request_info
+    try:
+        url = info.url.with_user(None).with_query(None).with_fragment(None)
+        bare_info = aiohttp.RequestInfo(url, info.method, CIMultiDictProxy(CIMultiDict()), url)
+        rebuilt = type(exc)(bare_info, (), status=exc.status, message=first_clause)
+        if not _reveals(redact, _text_of(rebuilt)):
+            return rebuilt
+    except Exception:  # noqa: S110 (a subclass with another constructor: the stand-in below)
+        pass
+    return RedactedCause(f"{type(exc).__name__}: {exc.status}, {first_clause}")
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -296,6 +339,10 @@ def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> d
         if isinstance(value, str):
             blank = secret_only if key == "error" and value in _KNOWN_ERRORS else everything
             redacted[key] = blank(value)
+        elif isinstance(value, int | float) and everything.reveals(str(value)):
+            # A digit-only code or secret echoed as a JSON number becomes an errno or an error
+            # string in str() form: blank it like the text it stands for.
+            redacted[key] = "***"
         else:
             redacted[key] = value
     return redacted

@@ -81,9 +81,13 @@ def backoff_wait(backoff: wait_base, attempt: int, error: BaseException) -> floa
         return None
     if isinstance(wait, bool) or not isinstance(wait, int | float):
         return None
-    if not math.isfinite(wait) or wait < 0:
+    try:
+        seconds = float(wait)
+    except OverflowError:  # an int past any float
         return None
-    return float(wait)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
 
 
 _SAFE_STATUSES = frozenset({429, 503})
@@ -176,12 +180,13 @@ _SHORTEST_TTL = 0.001
 
 
 def _check_setting(name: str, value: object, *, smallest: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < smallest
-    ):
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past any float
+            number = math.inf
+    if not math.isfinite(number) or number < smallest:
         raise ConfigurationError(
             f"RetryBudget {name} must be a finite number of at least {smallest:g}, not {value!r}"
         )
@@ -220,6 +225,8 @@ class RetryBudget:
         self._settings = (ttl, min_retries_per_second, percent_can_retry)
         self._slot_width = ttl / (self._SLOTS - 1)
         self._reserve = min_retries_per_second * ttl
+        if not math.isfinite(self._reserve):
+            raise ConfigurationError("RetryBudget min_retries_per_second * ttl must be finite")
         self._percent = percent_can_retry
         self._clock = clock
         self._deposits = [0] * self._SLOTS
@@ -227,7 +234,13 @@ class RetryBudget:
         self._slot = self._now_slot()
 
     def _now_slot(self) -> int:
-        return int(self._clock() / self._slot_width)
+        now = self._clock()
+        try:
+            return int(now / self._slot_width)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigurationError(
+                f"the RetryBudget's clock must return finite seconds, not {now!r}"
+            ) from None
 
     def _advance(self) -> int:
         slot = self._now_slot()

@@ -91,9 +91,13 @@ class RateLimiter:
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0:
             raise ConfigurationError(f"rate must be a positive number, not {rate!r}")
-        if not math.isfinite(rate):
-            raise ConfigurationError("rate must be finite")
-        self.interval = 1.0 / rate
+        try:
+            per_second = float(rate)
+        except OverflowError:  # an int past any float
+            per_second = math.inf
+        if not math.isfinite(per_second) or not math.isfinite(1.0 / per_second):
+            raise ConfigurationError(f"rate must be finite and above 0, not {rate!r}")
+        self.interval = 1.0 / per_second
         self._clock = clock
         self._sleep = sleep
         self._next_slot: float | None = None

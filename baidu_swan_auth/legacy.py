@@ -71,8 +71,8 @@ class LegacyRedirectRefusedError(aiohttp.ClientResponseError):
     Following it would send the request's form body, AppSecret and login code included, to
     wherever the ``Location`` header points. It is an ``aiohttp.ClientResponseError`` whose
     ``status`` is the redirect's (301, 302, 303, 307 or 308); the message names where the
-    redirect pointed, without its query. ``headers`` is None: the ``Location`` may echo the
-    secret back in its query.
+    redirect pointed by its scheme, host and port only. ``headers`` is None: the ``Location``
+    may echo the secret back in its path or query.
     """
 
 
@@ -158,17 +158,17 @@ def _refuse_redirect(response: ClientResponse) -> LegacyRedirectRefusedError:
 
 
 def _redirect_target(response: ClientResponse) -> str:
-    """`` to <origin and path>`` of the response's Location, or nothing when it has none.
+    """`` to <origin>`` of the response's Location, or nothing when it has none.
 
-    The query, fragment and user info are left out: a server may echo the form's fields, the
-    AppSecret among them, into the URL it redirects to.
+    Only the scheme, host and port are shown: a server may echo the form's fields, the
+    AppSecret among them, into the path or the query of the URL it redirects to.
     """
     location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
     if not location:
         return ""
     try:
         url = response.url.join(yarl.URL(location))
-        shown = str(url.origin().with_path(url.path)) if url.absolute else ""
+        shown = str(url.origin()) if url.absolute else ""
     except ValueError:
         shown = ""
     return f" to {shown}" if shown else " to an unusable Location"
@@ -243,6 +243,12 @@ async def get_session_key_by_code(
         DeprecationWarning,
         stacklevel=2,
     )
-    async with SwanAuthClient(client_id, sk, endpoint=endpoint, session=session) as client:
+    try:
+        client = SwanAuthClient(client_id, sk, endpoint=endpoint, session=session)
+    finally:
+        # This frame is in the traceback of every failed call, and error trackers record its
+        # locals: the secret goes as soon as the client holds it.
+        del sk
+    async with client:
         key = await client.exchange(code)
     return {"openid": key.openid, "session_key": key.session_key}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import struct
@@ -30,6 +31,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus
 
+import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tenacity import wait_none
@@ -51,6 +54,7 @@ ECHOES = [
     "plain_text",  # the request as a text/plain body
     "not_http_status_line",  # "HTTP/1.1 <the request>" : aiohttp cannot parse it
     "not_http_header",  # a header line made of the request
+    "not_http_long_line",  # a header line past aiohttp's limit, which quotes its first bytes
 ]
 RESETS = ["reset_on_accept", "reset_after_request"]
 PROXIES = ["proxy_407", "proxy_407_connect", "proxy_echo", "proxy_reset"]
@@ -133,6 +137,11 @@ class HostilePeer:
             return b"HTTP/1.1 " + request.replace(b"\r\n", b" ") + b"\r\n\r\n"
         if behaviour == "not_http_header":
             return b"HTTP/1.1 200 OK\r\n" + request.replace(b"\r\n", b" ") + b"\r\n\r\n"
+        if behaviour == "not_http_long_line":
+            # aiohttp quotes the first 100 bytes of a line that is too long: the secret straddles
+            # that cut, so only a part of it would be shown.
+            line = b"X" * (100 - len(b"sk=") - 4) + b"sk=" + body.partition(b"sk=")[2]
+            return b"HTTP/1.1 200 OK\r\n" + line + b"Y" * 9000 + b"\r\n\r\n"
         if behaviour in ("proxy_407", "proxy_407_connect"):
             return _http(
                 407, echo, content_type="text/plain", extra=b"Proxy-Authenticate: Basic\r\n"
@@ -205,14 +214,24 @@ async def _fail(
 
 def _assert_nothing_leaks(error: SwanAuthError, secret: str, code: str, password: str) -> None:
     hidden = _wire_forms(secret) | _wire_forms(password)
+    # The Basic token as aiohttp sends it (Latin-1) and as a UTF-8 echo of it would read.
+    hidden.add(base64.b64encode(f"swan-user:{password}".encode("latin-1")).decode())
     hidden.add(base64.b64encode(f"swan-user:{password}".encode()).decode())
     code_forms = _wire_forms(code)
+    # As a repr quotes them (aiohttp quotes the bytes it could not parse), and their first
+    # characters alone (it quotes only the start of a line that is too long).
+    quoted = {repr(form.encode())[2:-1] for form in hidden | code_forms}
+    quoted |= {repr(form)[1:-1] for form in hidden | code_forms}
+    starts = {form[:6] for form in hidden | code_forms}
     for link in _chain(error):
         texts = [str(link), repr(link), repr(getattr(link, "description", None))]
         texts += [repr(getattr(link, "error", None)), repr(link.args)]
         for text in texts:
-            for form in hidden | code_forms:
+            for form in hidden | code_forms | quoted:
                 assert form not in text, (type(link).__name__, form, text)
+            if isinstance(link, aiohttp.ClientError):
+                for start in starts:
+                    assert start not in text, (type(link).__name__, start, text)
     for filename, function, local_vars in traceback_frames(error):
         if filename == __file__:
             continue  # this test's own frames hold the secret it made up
@@ -259,3 +278,81 @@ def test_the_peer_plays_each_part() -> None:
     assert kinds["reset_after_request"] == "transport"
     assert kinds["proxy_407_connect"] == "transport"
     assert kinds["not_http_status_line"] == "response"
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A proxy that reads the request and never answers, until the client hangs up."""
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()
+    writer.close()
+
+
+async def test_a_cancelled_call_through_a_proxy_keeps_its_password_out_of_the_chain() -> None:
+    """A caller's own timeout (``asyncio.wait_for``) and ``aclose()`` mid-call cancel the call
+    inside aiohttp, whose frames hold the proxy's URL, password and all."""
+    password = "pw-proxy-P4ss"
+    server = await asyncio.start_server(_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    caught: list[BaseException] = []
+    try:
+        async with SwanAuthClient(
+            "client-id",
+            "sk-the-app-secret",
+            endpoint="http://127.0.0.1:9/oauth",
+            proxy=f"http://swan-user:{password}@127.0.0.1:{port}",
+        ) as client:
+            try:
+                await asyncio.wait_for(client.exchange("cd-code-value-1"), 0.3)
+            except TimeoutError as error:
+                caught.append(error)
+            call = asyncio.create_task(client.exchange("cd-code-value-2"))
+            await asyncio.sleep(0.2)
+            await client.aclose()
+            try:
+                await call
+            except SwanAuthError as error:
+                caught.append(error)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert [type(error).__name__ for error in caught] == ["TimeoutError", "ClientClosedError"]
+    hidden = _wire_forms(password) | _wire_forms("sk-the-app-secret")
+    for error in caught:
+        for filename, function, local_vars in traceback_frames(error):
+            if filename == __file__:
+                continue
+            for name, value in local_vars.items():
+                for text in _reprs(value):
+                    for form in hidden:
+                        assert form not in text, (filename, function, name)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "endpoint"),
+    [("proxy_407_connect", "https://127.0.0.1:9/o"), ("proxy_echo", "http://127.0.0.1:9/o")],
+)
+async def test_the_proxy_of_a_borrowed_session_is_blanked_too(
+    behaviour: str, endpoint: str
+) -> None:
+    password = "pw-borrowed-P4ss"
+    async with HostilePeer(behaviour, 400) as peer:
+        proxy = f"http://swan-user:{password}@127.0.0.1:{peer.port}"
+        async with aiohttp.ClientSession(proxy=proxy) as session:
+            client = SwanAuthClient(
+                "client-id", "sk-the-app-secret", endpoint=endpoint, session=session
+            )
+            try:
+                await client.exchange("cd-code-value-3")
+            except SwanAuthError as error:
+                caught = error
+            else:
+                raise AssertionError("the proxy let the call through")
+            await client.aclose()
+    _assert_nothing_leaks(caught, "sk-the-app-secret", "cd-code-value-3", password)
+    if behaviour == "proxy_407_connect":
+        assert isinstance(caught.__cause__, aiohttp.ClientHttpProxyError), "aiohttp's type is kept"
+        assert caught.__cause__.status == 407
+    else:
+        assert "Basic ***" in (caught.description or ""), "the proxy's echo was read, and blanked"

@@ -5,6 +5,7 @@ newline, and a slow answer against the deadline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,12 +17,14 @@ from tenacity import RetryCallState, wait_none
 from baidu_swan_auth import (
     ConfigurationError,
     ExchangeTimeoutError,
+    ResponseError,
     RetryBudget,
     ServiceUnavailableError,
     SwanAuthClient,
 )
 from baidu_swan_auth._retry import LONGEST_RETRY_AFTER, parse_retry_after
-from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer
+from baidu_swan_auth.bulk import RateLimiter
+from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, RawBody
 
 from .helpers import MakeClient
 from .strategies import http_dates
@@ -236,3 +239,107 @@ async def test_a_slow_answer_ends_at_the_deadline_not_a_second_after(slowloris: 
             await client.exchange("slowloris-code-1")
         overshoot = loop.time() - started - timeout
     assert overshoot < 0.1, overshoot
+
+
+# -- found by attacking the fixes above ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"timeout": 10**400},
+        {"connect_timeout": 10**400},
+        {"read_timeout": 10**400},
+        {"max_retry_after": 10**400},
+        {"endpoint": "https://xn--a.com/oauth"},
+        {"proxy": "http://user:password@xn--a.com:8080"},
+    ],
+)
+def test_absurd_numbers_and_hosts_are_configuration_errors(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        SwanAuthClient("id", "secret", **settings)
+    assert "password" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["client_id", "secret"])
+def test_a_credential_with_a_lone_surrogate_is_refused(name: str) -> None:
+    credentials = {"client_id": "id", "secret": "secret", name: "bad\ud800value"}
+    with pytest.raises(ConfigurationError, match="not valid Unicode"):
+        SwanAuthClient(credentials["client_id"], credentials["secret"])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"ttl": 10**400},
+        {"percent_can_retry": 10**400},
+        {"ttl": 1e308, "min_retries_per_second": 1e308},
+    ],
+)
+def test_a_retry_budget_refuses_numbers_past_any_float(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RetryBudget(**settings)
+
+
+@pytest.mark.parametrize("rate", [10**400, 5e-324])
+def test_a_rate_limiter_refuses_rates_whose_interval_is_not_finite(rate: float) -> None:
+    with pytest.raises(ConfigurationError):
+        RateLimiter(rate)
+
+
+async def test_a_retry_budget_clock_that_returns_nan_is_a_configuration_error(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    with pytest.raises(ConfigurationError, match="clock"):
+        RetryBudget(clock=lambda: math.nan)
+    readings = iter([0.0])  # fine when the budget is built, NaN from the first call on
+    client = make_client(retry_budget=RetryBudget(clock=lambda: next(readings, math.nan)))
+    with pytest.raises(ConfigurationError, match="clock"):
+        await client.exchange(fake.issue_code())
+
+
+async def test_a_per_call_timeout_past_any_float_is_a_configuration_error(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    with pytest.raises(ConfigurationError):
+        await client.exchange(fake.issue_code(), timeout=10**400)
+
+
+async def test_a_backoff_past_any_float_means_no_retry(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    client = make_client(backoff=lambda _state: 10**400)
+    code = fake.issue_code()
+    fake.script(code, ErrorStatus(503))
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await client.exchange(code)
+    assert caught.value.attempts == 1
+
+
+@pytest.mark.parametrize("errno", ["\u00b2", "--5", "\u0661", "1" * 40])
+async def test_an_errno_that_is_no_number_is_not_an_int_crash(
+    fake: FakeBaiduServer, client: SwanAuthClient, errno: str
+) -> None:
+    code = fake.issue_code()
+    fake.script(code, RawBody(json.dumps({"errno": errno, "errmsg": "x"}).encode()))
+    with pytest.raises(ResponseError):
+        await client.exchange(code)
+
+
+async def test_a_retry_waiting_for_the_job_rate_keeps_the_call_deadline(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    client = make_client(timeout=1.0, max_attempts=3, sleep=asyncio.sleep)
+    fake.always(ErrorStatus(503))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcomes = [
+        outcome
+        async for outcome in client.exchange_many(
+            [fake.issue_code() for _ in range(4)], rate=2.0, concurrency=4
+        )
+    ]
+    # Each call's first attempt waits for its own slot (0, 0.5, 1.0, 1.5 s) outside its
+    # deadline; a retry's wait for a slot counts against it, so each call then gets 1 s at most.
+    assert all(isinstance(outcome.error, ServiceUnavailableError) for outcome in outcomes)
+    assert loop.time() - started < 1.5 + 1.0 + 0.4

@@ -158,3 +158,19 @@ def test_an_echo_is_blanked_in_the_records_and_the_summary_of_a_bulk_job(
     for form in _forms(SECRET) + [form for code in codes for form in _forms(code)]:
         assert form not in result.stderr, form
     assert "***" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["error", "errno", "error_code"])
+@pytest.mark.parametrize("status", [200, 400, 503])
+def test_a_digit_only_code_or_secret_echoed_as_a_json_number_is_blanked(
+    key: str, status: int
+) -> None:
+    code, secret = "881234567890", "90817263545463728190"
+    credentials = Credentials("id", secret)
+    for echoed in (code, secret):
+        body = json.dumps({key: int(echoed), "error_description": "x"}).encode()
+        with pytest.raises(AttemptFailure) as caught:
+            interpret_answer(status, NO_HEADERS, body, credentials, code)
+        error = caught.value.error
+        shown = f"{error} {error!r} {error.description} {getattr(error, 'error', None)}"
+        assert echoed not in shown, (key, status, shown)
