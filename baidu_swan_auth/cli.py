@@ -13,10 +13,18 @@ from typing import Any
 from ._client import SwanAuthClient
 from ._demo import run_demo
 from ._errors import ConfigurationError
-from ._job import JobError, JobOptions, JobSummary, run_exchange_job
+from ._job import JobError, JobOptions, JobSummary, count_input_lines, run_exchange_job
 from ._version import __version__
 
 __all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some inputs failed: their records say why
+EXIT_USAGE = 2  # usage, configuration or file error: nothing was exchanged
+# Not 2: exchanges happened and spent their codes, and the records written so far are kept, so
+# the fix is to make room and --resume, not to change the command line.
+EXIT_OUTPUT_FAILED = 3
+_PREFIX = "baidu-swan-auth exchange: "
 
 
 class _ProgressBar:
@@ -38,24 +46,16 @@ class _ProgressBar:
         self._bar.close()
 
 
-def _progress_bar(total: int | None, enabled: bool) -> _ProgressBar | None:
+def _progress_bar(enabled: bool, input_path: str | None = None) -> _ProgressBar | None:
+    """A bar when asked for and stderr is a terminal; its total counts the lines of a regular
+    file (anything else is read once, by the job)."""
     if not enabled or not sys.stderr.isatty():
         return None
     try:
-        return _ProgressBar(total)
+        return _ProgressBar(count_input_lines(input_path) if input_path else None)
     except ImportError:
         print("(pip install 'baidu-swan-auth[cli]' for a progress bar)", file=sys.stderr)
         return None
-
-
-def _count_inputs(path: str) -> int | None:
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    except OSError:
-        return None  # the job reports it
 
 
 async def _run_job(
@@ -78,12 +78,21 @@ async def _run_job(
         else:
             cut.set()
 
+    def on_waiting() -> None:
+        print(
+            f"{_PREFIX}waiting for {options.input} to open (a FIFO opens once a writer opens "
+            "it too; Ctrl-C stops)",
+            file=sys.stderr,
+        )
+
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
-    bar = _progress_bar(_count_inputs(options.input), progress)
+    bar = _progress_bar(progress, options.input)
     try:
-        summary = await run_exchange_job(client, options, stop=stop, cut=cut, on_record=bar)
+        summary = await run_exchange_job(
+            client, options, stop=stop, cut=cut, on_record=bar, on_waiting=on_waiting
+        )
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
@@ -99,8 +108,8 @@ async def _exchange_command(args: argparse.Namespace) -> int:
     try:
         client = SwanAuthClient.from_env(**overrides)
     except ConfigurationError as error:
-        print(f"baidu-swan-auth exchange: {error}", file=sys.stderr)
-        return 2
+        print(f"{_PREFIX}{error}", file=sys.stderr)
+        return EXIT_USAGE
     options = JobOptions(
         input=args.input,
         output=args.output,
@@ -112,12 +121,20 @@ async def _exchange_command(args: argparse.Namespace) -> int:
         try:
             summary, signum = await _run_job(client, options, progress=not args.no_progress)
         except JobError as error:
-            print(f"baidu-swan-auth exchange: {error}", file=sys.stderr)
-            return 2
+            print(f"{_PREFIX}{error}", file=sys.stderr)
+            return EXIT_USAGE
+    if summary.output_error is not None:
+        print(
+            f"{_PREFIX}cannot write {options.output}: {summary.output_error}; the records in "
+            "it are whole: make room, then run again with --resume",
+            file=sys.stderr,
+        )
     print(summary.describe(), file=sys.stderr)
+    if summary.output_error is not None:
+        return EXIT_OUTPUT_FAILED
     if signum is not None:
         return 128 + signum
-    return 1 if summary.failed else 0
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _positive_int(text: str) -> int:
@@ -155,10 +172,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Exchange every code of INPUT (JSON Lines objects with a 'code' field, or "
         "one code per line) into one JSON Lines record each in OUTPUT. Credentials come from "
         "BAIDU_SWAN_CLIENT_ID and BAIDU_SWAN_SECRET only. Exit status: 0 all ok, 1 some inputs "
-        "failed, 2 usage or configuration error, 130 after Ctrl-C.",
+        "failed, 2 usage, configuration or file error (nothing exchanged), 3 OUTPUT could not "
+        "be written (records so far are whole: --resume), 130 after Ctrl-C, 143 after SIGTERM.",
     )
-    exchange.add_argument("input", metavar="INPUT", help="a file, or - for stdin")
-    exchange.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="records file")
+    exchange.add_argument(
+        "input", metavar="INPUT", help="a file, a pipe or FIFO (read once), or - for stdin"
+    )
+    exchange.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="records file: a regular file, not a symbolic link; created with mode 0600",
+    )
     exchange.add_argument(
         "--concurrency", type=_positive_int, default=16, help="calls in flight (default 16)"
     )
@@ -184,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
         logging.getLogger("aiohttp").setLevel(logging.WARNING)
     if args.command == "demo":
-        bar = _progress_bar(None, enabled=True)
+        bar = _progress_bar(enabled=True)
         try:
             return asyncio.run(run_demo(print, on_record=bar))
         finally:

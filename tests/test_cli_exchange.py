@@ -14,12 +14,13 @@ import sys
 import termios
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from baidu_swan_auth._job import _existing_records
+from baidu_swan_auth._job_output import scan_records as _scan_records
 from baidu_swan_auth.testing import Delay, Drop, ErrorStatus, FakeBaiduServer
 
 
@@ -190,6 +191,14 @@ def _wait_for_records(path: Path, count: int, timeout: float = 20.0) -> None:
     raise AssertionError(f"{path} did not reach {count} records")
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition did not come true in time")
+        time.sleep(0.02)
+
+
 def _slow_job(fake: FakeBaiduServer, tmp_path: Path, size: int) -> tuple[Path, Path]:
     codes = [fake.issue_code() for _ in range(size)]
     for code in codes:
@@ -249,9 +258,12 @@ def test_resume_repairs_a_torn_last_line(fake_baidu: FakeBaiduServer, tmp_path: 
 
 def test_existing_records_scan(tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
-    assert _existing_records(str(path)) is None
     path.write_text('{"line": 4}\n{"line": 9}\n{"li', encoding="utf-8")
-    assert _existing_records(str(path)) == {4, 9}
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert _scan_records(fd, str(path)) == ({4, 9}, False)
+    finally:
+        os.close(fd)
     assert path.read_text(encoding="utf-8") == '{"line": 4}\n{"line": 9}\n'
 
 
@@ -283,40 +295,200 @@ def test_a_signal_stops_cleanly_and_resume_finishes(
     _assert_exactly_once(output, size)
 
 
+def _stderr_on_a_terminal(fake: FakeBaiduServer, *args: str, pass_fds: tuple[int, ...] = ()) -> str:
+    """Run the command with stderr on a pseudo-terminal; return what it showed there."""
+    leader, follower = pty.openpty()
+    # A new pty is 0 columns wide, which leaves a bar no room; give it a terminal's size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [*COMMAND, *args],
+        env=_env(fake),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        pass_fds=pass_fds,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(30)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def test_progress_on_a_terminal(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
     def stderr_on_a_terminal(*flags: str, output: Path) -> str:
         source = output.with_suffix(".txt")
         codes = [fake_baidu.issue_code() for _ in range(30)]
         source.write_text("\n".join(codes) + "\n", encoding="utf-8")
-        leader, follower = pty.openpty()
-        # A new pty is 0 columns wide, which leaves a bar no room; give it a terminal's size.
-        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-        process = subprocess.Popen(
-            [*COMMAND, str(source), "-o", str(output), *flags],
-            env=_env(fake_baidu),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=follower,
-        )
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        process.wait(30)
-        os.close(leader)
-        return b"".join(chunks).decode(errors="replace")
+        return _stderr_on_a_terminal(fake_baidu, str(source), "-o", str(output), *flags)
 
     shown = stderr_on_a_terminal(output=tmp_path / "a.jsonl")
     assert "code/s" in shown or "30/30" in shown
     quiet = stderr_on_a_terminal("--no-progress", output=tmp_path / "b.jsonl")
     assert "30/30" not in quiet
     assert "30 ok, 0 failed" in quiet
+
+
+def _pipe_of(lines: list[str]) -> int:
+    """The read end of a pipe that holds ``lines`` and has no writer left (they fit its
+    buffer)."""
+    reader, writer = os.pipe()
+    with os.fdopen(writer, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return reader
+
+
+def test_a_pipe_path_is_read_once(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    # What `baidu-swan-auth exchange <(producer) -o ...` hands the command: /dev/fd/N, a pipe.
+    codes = [fake_baidu.issue_code() for _ in range(50)]
+    reader = _pipe_of(codes)
+    output = tmp_path / "out.jsonl"
+    try:
+        result = subprocess.run(
+            [*COMMAND, f"/dev/fd/{reader}", "-o", str(output), "--no-progress"],
+            env=_env(fake_baidu),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            pass_fds=(reader,),
+        )
+    finally:
+        os.close(reader)
+    assert result.returncode == 0, result.stderr
+    assert "50 ok, 0 failed" in result.stderr
+    assert sorted(record["code"] for record in _records(output)) == sorted(codes)
+
+
+def test_a_progress_bar_does_not_read_a_pipe_ahead(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    codes = [fake_baidu.issue_code() for _ in range(30)]
+    reader = _pipe_of(codes)
+    output = tmp_path / "out.jsonl"
+    try:
+        shown = _stderr_on_a_terminal(
+            fake_baidu, f"/dev/fd/{reader}", "-o", str(output), pass_fds=(reader,)
+        )
+    finally:
+        os.close(reader)
+    assert "30 ok, 0 failed" in shown
+    assert len(_records(output)) == 30
+
+
+def _wait_for_text(process: subprocess.Popen[bytes], text: str, timeout: float = 20.0) -> str:
+    """Read the process's stderr until ``text`` shows up; return what was read."""
+    assert process.stderr is not None
+    descriptor = process.stderr.fileno()
+    os.set_blocking(descriptor, False)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen += os.read(descriptor, 4096)
+        except BlockingIOError:
+            time.sleep(0.02)
+        if text.encode() in seen:
+            return seen.decode()
+        if process.poll() is not None:
+            break
+    raise AssertionError(f"{text!r} did not show up on stderr: {seen.decode()!r}")
+
+
+def _open_for_writing(fifo: Path, timeout: float = 20.0) -> int:
+    """Open a FIFO's write end once the command has opened its read end (never blocking)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: nobody has it open for reading yet
+            time.sleep(0.02)
+    raise AssertionError(f"nobody opened {fifo} for reading")
+
+
+def test_a_named_fifo_is_read_once(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    codes = [fake_baidu.issue_code() for _ in range(40)]
+    fifo = tmp_path / "codes.fifo"
+    os.mkfifo(fifo)
+    output = tmp_path / "out.jsonl"
+    with subprocess.Popen(
+        [*COMMAND, str(fifo), "-o", str(output), "--no-progress"],
+        env=_env(fake_baidu),
+        stderr=subprocess.PIPE,
+    ) as process:
+        try:
+            writer = _open_for_writing(fifo)
+            os.set_blocking(writer, True)
+            with os.fdopen(writer, "w", encoding="utf-8") as handle:
+                handle.write("\n".join(codes) + "\n")
+            _, stderr = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert sorted(record["code"] for record in _records(output)) == sorted(codes)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_job_waiting_for_a_fifo_writer(
+    fake_baidu: FakeBaiduServer, tmp_path: Path, signum: int
+) -> None:
+    fifo = tmp_path / "codes.fifo"
+    os.mkfifo(fifo)
+    output = tmp_path / "out.jsonl"
+    with subprocess.Popen(
+        [*COMMAND, str(fifo), "-o", str(output), "--no-progress"],
+        env=_env(fake_baidu),
+        stderr=subprocess.PIPE,
+    ) as process:
+        try:
+            shown = _wait_for_text(process, "waiting for")
+            process.send_signal(signum)
+            _, rest = process.communicate(timeout=20)
+        finally:
+            process.kill()
+    stderr = shown + rest.decode()
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    assert "0 ok, 0 failed" in stderr
+    assert "interrupted" in stderr
+    assert not output.exists(), "nothing was read, so nothing was written"
+
+
+def test_a_signal_stops_a_job_whose_pipe_has_stalled(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    code = fake_baidu.issue_code()
+    reader, writer = os.pipe()
+    os.write(writer, f"{code}\n".encode())  # and then nothing more, with the pipe left open
+    output = tmp_path / "out.jsonl"
+    try:
+        with subprocess.Popen(
+            [*COMMAND, f"/dev/fd/{reader}", "-o", str(output), "--no-progress"],
+            env=_env(fake_baidu),
+            stderr=subprocess.PIPE,
+            pass_fds=(reader,),
+        ) as process:
+            try:
+                _wait_until(lambda: fake_baidu.is_spent(code))  # sent as it came, not per batch
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate(timeout=20)
+            finally:
+                process.kill()
+    finally:
+        os.close(reader)
+        os.close(writer)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert b"Traceback" not in stderr
+    assert b"1 ok, 0 failed" in stderr
+    assert _records(output)[0]["code"] == code
 
 
 def test_verbose_output_leaks_no_secret_key_or_code(
