@@ -100,7 +100,7 @@ def _configured_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) ->
     except (TypeError, ValueError):
         legacy = False  # check_endpoint says what is wrong with it
     if legacy:
-        warn_legacy_once(yarl.URL(endpoint), stacklevel=3)
+        warn_legacy_once(yarl.URL(endpoint))
         endpoint = DEFAULT_ENDPOINT
     return check_endpoint(endpoint, allow_insecure_http)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
 import threading
 import warnings
 
@@ -89,9 +90,13 @@ _legacy_warning = _OncePerProcess()
 
 
 def warn_legacy_once(
-    old: yarl.URL, *, target: str | yarl.URL = DEFAULT_ENDPOINT, stacklevel: int = 2
+    old: yarl.URL, *, target: str | yarl.URL = DEFAULT_ENDPOINT, stacklevel: int | None = None
 ) -> None:
-    """Warn, once per process, that the legacy endpoint is in use (never showing its query)."""
+    """Warn, once per process, that the legacy endpoint is in use (never showing its query).
+
+    The warning points at ``stacklevel`` frames up, or by default at the first caller outside
+    this package, however many of its frames lie between (``from_env()`` adds one).
+    """
     if not _legacy_warning.claim():
         return
     shown = old.with_query(None).with_fragment(None).with_user(None)
@@ -101,7 +106,22 @@ def warn_legacy_once(
         "SwanAuthClient.exchange (see 'Migrating from getSessionKeyByCode' in the docs)."
     )
     logger.warning("legacy endpoint in use: %s", message)
-    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
+    level = stacklevel + 1 if stacklevel is not None else _first_frame_outside_package()
+    warnings.warn(message, DeprecationWarning, stacklevel=level)
+
+
+def _first_frame_outside_package() -> int:
+    """The ``stacklevel`` of the nearest caller whose module is not this package's."""
+    package = __name__.rpartition(".")[0]
+    frame = sys._getframe(1)  # our caller: warn_legacy_once
+    level = 1
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != package and not name.startswith(package + "."):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:

@@ -124,8 +124,8 @@ class ApiError(SwanAuthError):
     """Baidu answered with an error body, whatever the HTTP status (200 included).
 
     Attributes:
-        errno: The numeric ``errno`` / ``error_code`` when Baidu answered in that style, else None.
-            ``error`` then holds the same number as a string.
+        errno: The numeric ``errno`` / ``error_code`` when Baidu sent one, else None. Without
+            an ``error`` string beside it, ``error`` holds the same number as a string.
     """
 
     kind = "api_error"
@@ -227,15 +227,16 @@ class DecryptError(SwanAuthError):
     Attributes:
         reason: What was wrong, a stable string: ``"argument"`` (not a str, an empty AppKey),
             ``"base64"``, ``"key_size"``, ``"iv_size"``, ``"data_size"``, ``"padding"``,
-            ``"length"`` (the length field does not fit), ``"app_key"`` (the data ends with
-            another AppKey) or ``"json"`` (the payload is not a JSON object).
-        stale_key: True for ``"padding"``, ``"length"`` and ``"app_key"``: the data does not
-            decrypt to Baidu's layout under this key, which almost always means the session key
-            is stale (a newer ``swan.login()`` renewed it). Have the mini program log in again.
+            ``"length"`` (the length field does not fit), ``"app_key"`` (the data decrypted to
+            valid JSON but ends with another AppKey: ``app_key`` is not the AppKey of the mini
+            program that received it) or ``"json"`` (the payload is not a JSON object).
+        stale_key: True for ``"padding"`` and ``"length"``: the data does not decrypt to
+            Baidu's layout under this key, which almost always means the session key is stale
+            (a newer ``swan.login()`` renewed it). Have the mini program log in again.
     """
 
     kind = "decrypt"
-    _STALE_REASONS: ClassVar[frozenset[str]] = frozenset({"padding", "length", "app_key"})
+    _STALE_REASONS: ClassVar[frozenset[str]] = frozenset({"padding", "length"})
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -306,7 +307,10 @@ def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthE
         message = f"Baidu refused the exchange: {error}"
         if description:
             message += f" ({description})"
-        return cls(message, error=error, description=description, status=status)
+        # Baidu's gateway sends both shapes at once ({"errno": 10010100, "error": "parameter is
+        # invalid", ...}): the string decides the class, the number is kept.
+        errno = next((number for key in _ERRNO_KEYS if (number := _errno(payload.get(key)))), None)
+        return cls(message, error=error, description=description, status=status, errno=errno)
     for key in _ERRNO_KEYS:
         errno = _errno(payload.get(key))
         if errno:

@@ -240,19 +240,34 @@ def _decrypt(data: object, iv: object, session_key: object, app_key: object) -> 
     if plaintext[-pad:] != bytes([pad]) * pad:
         _fail(f"the decrypted data has inconsistent padding; {_STALE}", "padding")
     body = plaintext[:-pad]
-    if len(body) < PREFIX_SIZE + LENGTH_SIZE + len(expected_app_key):
-        _fail(f"the decrypted data is too short for its layout; {_STALE}", "length")
-    length = int.from_bytes(body[PREFIX_SIZE : PREFIX_SIZE + LENGTH_SIZE], "big")
     start = PREFIX_SIZE + LENGTH_SIZE
-    if start + length + len(expected_app_key) != len(body):
+    if len(body) < start:
+        _fail(f"the decrypted data is too short for its layout; {_STALE}", "length")
+    length = int.from_bytes(body[PREFIX_SIZE:start], "big")
+    if start + length > len(body):
         _fail(f"the decrypted data's length field does not fit; {_STALE}", "length")
-    if not hmac.compare_digest(body[start + length :], expected_app_key):
+    trailer = body[start + length :]
+    if not hmac.compare_digest(trailer, expected_app_key):
+        if not _is_json_object(body[start : start + length]):
+            # Random bytes whose length field happened to fit: a wrong key, not another AppKey.
+            _fail(f"the decrypted data's length field does not fit; {_STALE}", "length")
+        # The padding, the length field and the JSON all fit: what follows is the AppKey the
+        # data was made for, so this is a mismatch, whatever its length (an AppID passed as
+        # app_key has another length than any AppKey).
         _fail(
-            f"the decrypted data ends with another AppKey; {_STALE} (or app_key is not the "
-            "AppKey of the mini program that received the data)",
+            f"the decrypted data ends with another AppKey ({len(trailer)} bytes; app_key has "
+            f"{len(expected_app_key)}): app_key is not the AppKey of the mini program that "
+            "received the data (the session key is right: the data decrypted to valid JSON)",
             "app_key",
         )
     return _parse_json(body[start : start + length])
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def swanid_signature(app_key: str, secret: str, swanid: str) -> str:

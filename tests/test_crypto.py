@@ -129,12 +129,26 @@ def test_the_test_encryptor_reproduces_the_official_vector_byte_for_byte() -> No
     assert data == DATA
 
 
-def test_the_official_vector_with_another_app_key_blames_a_stale_key() -> None:
+def test_the_official_vector_with_another_app_key_blames_the_app_key() -> None:
+    # The data decrypts to valid JSON: the session key is right, the AppKey passed is not.
     error = _decrypt_error(DATA, IV, SESSION_KEY, "y2dTfnWfkx2OXttMEMWlGHoB1KzMogm8")
     assert error.reason == "app_key"
-    assert error.stale_key
-    assert "stale" in str(error)
-    assert "swan.login()" in str(error)
+    assert not error.stale_key
+    assert "not the AppKey" in str(error)
+    assert "stale" not in str(error)
+
+
+@pytest.mark.parametrize("app_id", ["16504519", "y2dTfnWfkx2OXttMEMWlGHoB1KzMogm7x", "y"])
+def test_the_official_vector_with_an_app_key_of_another_length_blames_the_app_key(
+    app_id: str,
+) -> None:
+    # The numeric AppID passed by mistake: the padding, the length field and the JSON all fit,
+    # so the bytes after the JSON are the real AppKey, whatever the length of the one passed.
+    error = _decrypt_error(DATA, IV, SESSION_KEY, app_id)
+    assert error.reason == "app_key"
+    assert not error.stale_key
+    assert f"app_key has {len(app_id)}" in str(error)
+    assert APP_KEY not in str(error)
 
 
 # ------------------------------------------------------------------------------- round trips
@@ -368,14 +382,22 @@ def test_data_too_short_for_the_layout_is_a_decrypt_error() -> None:
 
 
 @pytest.mark.parametrize("other", ["y2dTfnWfkx2OXttMEMWlGHoB1KzMogm8", "short", APP_KEY + "x"])
-def test_another_app_key_is_a_decrypt_error_that_blames_a_stale_key(other: str) -> None:
+def test_another_app_key_is_a_decrypt_error_that_blames_the_app_key(other: str) -> None:
     keys = Keys()
     data = keys.seal(_layout(b'{"a":1}', other.encode()))
     error = _decrypt_error(data, keys.iv_b64, keys.session_key, APP_KEY)
-    # A longer or shorter AppKey shifts the layout: the length field no longer fits.
-    assert error.reason == ("app_key" if len(other) == len(APP_KEY) else "length")
+    # Whatever the length of the AppKey the data ends with: the JSON before it fits.
+    assert error.reason == "app_key"
+    assert not error.stale_key
+
+
+def test_a_length_field_that_fits_random_bytes_is_still_a_stale_key() -> None:
+    keys = Keys()
+    # A layout whose "JSON" is not JSON, followed by another AppKey: what a wrong key gives.
+    data = keys.seal(_layout(b"\x8f\x00garbage", b"another-app-key"))
+    error = _decrypt_error(data, keys.iv_b64, keys.session_key, APP_KEY)
+    assert error.reason == "length"
     assert error.stale_key
-    assert "stale" in str(error)
 
 
 @pytest.mark.parametrize(
@@ -471,8 +493,9 @@ def _reason_cases() -> list[tuple[str, str, str, str, Any]]:
     # A pad count of 0: the decryptor has the whole plaintext, phone number included, in hand.
     plain = _layout(_dumps(secret_json), APP_KEY.encode())[:-1] + b"\0"
     bad_pad = _aes_encrypt(plain, base64.b64decode(key), base64.b64decode(iv))
-    # A longer AppKey after the payload: the length field no longer fits.
-    longer_app_key = encrypt_user_data(secret_json, iv, key, APP_KEY + "x")
+    # A length field past the end of the data: the decryptor has the plaintext in hand.
+    too_long = _layout(_dumps(secret_json), APP_KEY.encode(), length=10**6)
+    bad_length = _aes_encrypt(too_long, base64.b64decode(key), base64.b64decode(iv))
     return [
         ("base64", "!!!!", iv, key, APP_KEY),
         ("base64", sealed, iv, key[:16] + " " + key[16:], APP_KEY),  # a '+' lost to a form
@@ -480,7 +503,7 @@ def _reason_cases() -> list[tuple[str, str, str, str, Any]]:
         ("iv_size", sealed, _b64(os.urandom(12)), key, APP_KEY),
         ("data_size", sealed[:-8], iv, key, APP_KEY),
         ("padding", bad_pad, iv, key, APP_KEY),
-        ("length", longer_app_key, iv, key, APP_KEY),
+        ("length", bad_length, iv, key, APP_KEY),
         ("app_key", encrypt_user_data(secret_json, iv, key, APP_KEY[::-1]), iv, key, APP_KEY),
         ("json", encrypt_user_data(PHONE.encode() + b" ", iv, key, APP_KEY), iv, key, APP_KEY),
         ("json", encrypt_user_data(b"\xff" + PHONE.encode(), iv, key, APP_KEY), iv, key, APP_KEY),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -173,6 +174,27 @@ async def test_numeric_errno_is_an_api_error(
     assert caught.value.error == "40001"
     assert caught.value.description == "bad app"
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(("status", "key"), [(200, "errno"), (400, "errno"), (400, "error_code")])
+async def test_an_error_body_with_both_errno_and_error_keeps_both(
+    fake: FakeBaiduServer, client: SwanAuthClient, status: int, key: str
+) -> None:
+    # Seen from Baidu's gateway: a numeric errno beside an OAuth-style error string.
+    body = {
+        key: 10010100,
+        "error": "parameter is invalid",
+        "error_description": "Key: 'Code2SessionKeyParam.ClientID' Error:Field validation",
+    }
+    code = fake.issue_code()
+    fake.script(code, RawBody(json.dumps(body).encode(), status=status))
+
+    with pytest.raises(ApiError) as caught:
+        await client.exchange(code)
+
+    assert caught.value.errno == 10010100
+    assert caught.value.error == "parameter is invalid"
+    assert caught.value.description == body["error_description"]
 
 
 @pytest.mark.parametrize(

@@ -299,6 +299,21 @@ def test_a_legacy_configuration_value_gets_the_new_endpoint(legacy: str) -> None
     assert str(client.endpoint) == DEFAULT_ENDPOINT
 
 
+def test_the_legacy_warning_points_at_the_callers_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAIDU_SWAN_CLIENT_ID", "id")
+    monkeypatch.setenv("BAIDU_SWAN_SECRET", "secret")
+    monkeypatch.setenv("BAIDU_SWAN_ENDPOINT", LEGACY_ENDPOINT)
+    builders = [
+        lambda: SwanAuthClient("id", "secret", endpoint=LEGACY_ENDPOINT),
+        SwanAuthClient.from_env,  # one frame more inside the package
+    ]
+    for build in builders:
+        monkeypatch.setattr(_endpoints, "_legacy_warning", _endpoints._OncePerProcess())
+        with pytest.warns(DeprecationWarning, match="getSessionKeyByCode") as caught:
+            build()
+        assert [warning.filename for warning in caught] == [__file__]
+
+
 @pytest.mark.parametrize("legacy", LEGACY_VARIANTS)
 def test_rewrite_legacy_url(legacy: str) -> None:
     assert rewrite_legacy_url(legacy) == yarl.URL(DEFAULT_ENDPOINT)
