@@ -7,12 +7,14 @@ one it injected.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -166,10 +168,48 @@ async def _bulk(
         lines = await _bulk_inputs(fake, client, size)
         with open(source, "w", encoding="utf-8") as handle:  # noqa: ASYNC230 (a small temp file)
             handle.writelines(lines)
+        out(f"bulk: baidu-swan-auth exchange {source} -o {target}")
         options = JobOptions(input=source, output=target, concurrency=32)
-        summary: JobSummary = await run_exchange_job(client, options, on_record=on_record)
+        with _quiet_attempts(out):
+            summary: JobSummary = await run_exchange_job(
+                client, options, on_record=on_record or _TextProgress(size, out)
+            )
         out(summary.describe())
-        return _check_records(target, size, out)
+        checked = _check_records(target, size, out)
+        out(f"records were in {target} (mode 0600), removed with its folder as the demo ends")
+        return checked
+
+
+class _TextProgress:
+    """Progress as a line at every quarter, where no terminal shows a bar."""
+
+    def __init__(self, total: int, out: Output) -> None:
+        self._total = total
+        self._out = out
+        self._done = 0
+        self._next_quarter = 1
+
+    def __call__(self, _ok: bool) -> None:
+        self._done += 1
+        if self._next_quarter <= 4 and self._done * 4 >= self._total * self._next_quarter:
+            self._out(f"bulk: {self._done} of {self._total} records")
+            self._next_quarter += 1
+
+
+@contextlib.contextmanager
+def _quiet_attempts(out: Output) -> Iterator[None]:
+    """Leave the bulk phase's thousands of per-attempt DEBUG lines out of a -v run."""
+    logger = logging.getLogger("baidu_swan_auth")
+    if not logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    out("bulk: (-v) the per-attempt log lines of the bulk phase are left out")
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 async def run_demo(out: Output, *, bulk_size: int = 3000, on_record: OnRecord | None = None) -> int:

@@ -124,8 +124,16 @@ def _first_frame_outside_package() -> int:
     return level
 
 
-def check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:
-    """The endpoint as a URL, or ``ConfigurationError`` when the secret would not be safe there."""
+def check_endpoint(
+    endpoint: str | yarl.URL,
+    allow_insecure_http: bool,
+    *,
+    insecure_hint: str = "pass allow_insecure_http=True",
+) -> yarl.URL:
+    """The endpoint as a URL, or ``ConfigurationError`` when the secret would not be safe there.
+
+    ``insecure_hint`` says how to allow plain http in the caller's terms (a flag, for the CLI).
+    """
     try:
         url = yarl.URL(endpoint)
         host = url.host  # decoding an IDNA host can fail, and only here
@@ -140,7 +148,7 @@ def check_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise ConfigurationError(
             f"refusing plain http:// to {host}: the AppSecret would travel in clear text; "
-            "use https://, or pass allow_insecure_http=True if you really mean it"
+            f"use https://, or {insecure_hint} if you really mean it"
         )
     return url
 

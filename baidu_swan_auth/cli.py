@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._client import SwanAuthClient
+from ._client import ENV_ENDPOINT, SwanAuthClient
 from ._demo import run_demo
+from ._endpoints import check_endpoint
 from ._errors import ConfigurationError
 from ._job import JobError, JobOptions, JobSummary, count_input_lines, run_exchange_job
 from ._version import __version__
@@ -101,8 +104,33 @@ async def _run_job(
     return summary, received[0] if received else None
 
 
+def _refusal(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line before any file is opened, in the CLI's terms."""
+    if args.output == "-":
+        return (
+            "-o - (stdout) is not supported: records hold session keys and go to a file that "
+            "is created 0600 and that --resume can read again; give OUTPUT a path"
+        )
+    endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT)
+    if endpoint:
+        try:
+            check_endpoint(
+                endpoint, args.allow_insecure_http, insecure_hint="pass --allow-insecure-http"
+            )
+        except ConfigurationError as error:
+            return str(error)
+    return None
+
+
 async def _exchange_command(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {"pool_size": max(100, args.concurrency)}
+    refusal = _refusal(args)
+    if refusal is not None:
+        print(f"{_PREFIX}{refusal}", file=sys.stderr)
+        return EXIT_USAGE
+    overrides: dict[str, Any] = {
+        "pool_size": max(100, args.concurrency),
+        "allow_insecure_http": args.allow_insecure_http,
+    }
     if args.endpoint:
         overrides["endpoint"] = args.endpoint
     try:
@@ -129,6 +157,8 @@ async def _exchange_command(args: argparse.Namespace) -> int:
             "it are whole: make room, then run again with --resume",
             file=sys.stderr,
         )
+    if summary.done == 0 and summary.skipped == 0 and not summary.interrupted:
+        print(f"{_PREFIX}warning: {options.input} holds no codes", file=sys.stderr)
     print(summary.describe(), file=sys.stderr)
     if summary.output_error is not None:
         return EXIT_OUTPUT_FAILED
@@ -138,17 +168,35 @@ async def _exchange_command(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError("must be a positive number")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 50, not {text!r}")
     return value
+
+
+def _verbose_flag(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
+    # A subcommand's own -v defaults to SUPPRESS: with False it would reset a -v given before
+    # the subcommand, since argparse applies the subparser's defaults over the parent's.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS if inherited else False,
+        help="log every attempt (never a secret, a session key or a whole code)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,15 +205,16 @@ def _parser() -> argparse.ArgumentParser:
         description="Exchange Baidu smart mini program login codes for openid and session_key.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every attempt")
+    _verbose_flag(parser, inherited=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    demo = commands.add_parser(
         "demo",
         help="run exchanges, some failing on purpose, against an embedded fake Baidu",
         description="Starts a fake Baidu on 127.0.0.1, walks through a few exchanges, then runs "
         "a bulk job of a few thousand codes with injected faults, and exits 0 when every outcome "
         "is the one it injected.",
     )
+    _verbose_flag(demo, inherited=True)
     exchange = commands.add_parser(
         "exchange",
         help="exchange a file of codes into a file of records",
@@ -200,6 +249,13 @@ def _parser() -> argparse.ArgumentParser:
         help="continue an interrupted job: skip inputs OUTPUT already has a record for",
     )
     exchange.add_argument("--no-progress", action="store_true", help="no progress bar")
+    exchange.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// endpoint on a host that is not loopback (the AppSecret "
+        "then travels in clear text)",
+    )
+    _verbose_flag(exchange, inherited=True)
     return parser
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -38,3 +40,60 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert caught.value.code == 2
     assert "demo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["-v", "demo"], ["demo", "-v"]])
+def test_a_verbose_demo_stays_readable(argv: list[str]) -> None:
+    # A subprocess: -v configures logging for the whole process.
+    result = subprocess.run(
+        [sys.executable, "-m", "baidu_swan_auth.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    attempts = [line for line in lines if "exchange code=" in line]
+    assert attempts, "-v shows the tour's attempts"
+    assert len(lines) < 300, "the bulk phase's 3,000 codes do not flood the output"
+    assert any("per-attempt log lines of the bulk phase are left out" in line for line in lines)
+
+
+def test_the_demo_shows_progress_and_where_its_records_are(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"bulk: 1500 of 3000 records", out)
+    assert re.search(r"records were in \S+records\.jsonl \(mode 0600\)", out)
+
+
+def test_verbose_after_the_subcommand_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BAIDU_SWAN_CLIENT_ID", raising=False)
+    assert main(["exchange", "-v", "in.txt", "-o", "out.jsonl"]) == 2
+    assert "BAIDU_SWAN_CLIENT_ID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["--rate", "abc"], "argument --rate: expected a positive number such as 50, not 'abc'"),
+        (["--rate", "0"], "argument --rate: expected a positive number such as 50, not '0'"),
+        (["--rate", "nan"], "not 'nan'"),
+        (["--rate", "inf"], "not 'inf'"),
+        (["--concurrency", "x"], "argument --concurrency: expected a whole number of at least 1"),
+        (["--concurrency", "0"], "expected a whole number of at least 1, not '0'"),
+    ],
+)
+def test_bad_numbers_get_plain_messages(
+    argv: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["exchange", "in.txt", "-o", "out.jsonl", *argv])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert shown in err
+    assert "_positive" not in err, "no function name in the message"

@@ -515,3 +515,48 @@ def test_verbose_output_leaks_no_secret_key_or_code(
     assert len(session_keys) == 11
     for hidden in [fake_baidu.secret, *session_keys, *codes]:
         assert hidden not in printed
+
+
+def test_stdout_as_output_is_refused_clearly(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
+    source = tmp_path / "codes.txt"
+    source.write_text(fake_baidu.issue_code() + "\n")
+    result = _run(fake_baidu, str(source), "-o", "-")
+    assert result.returncode == 2
+    assert "-o - (stdout) is not supported" in result.stderr
+    assert not (Path.cwd() / "-").exists()
+    assert fake_baidu.requests == []
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_input_warns_and_exits_zero(
+    fake_baidu: FakeBaiduServer, tmp_path: Path, content: str
+) -> None:
+    source = tmp_path / "codes.txt"
+    source.write_text(content)
+    result = _run(fake_baidu, str(source), "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr
+    assert "holds no codes" in result.stderr
+
+
+def test_plain_http_is_refused_in_the_cli_s_terms_and_allowed_by_its_flag(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "codes.txt"
+    source.write_text(fake_baidu.issue_code() + "\n")
+    # 0.0.0.0 is no loopback address to the endpoint check, yet Linux connects it to this host.
+    insecure = f"http://0.0.0.0:{fake_baidu.port}/oauth/jscode2sessionkey"
+    refused = _run(fake_baidu, str(source), "-o", str(tmp_path / "a.jsonl"), "--endpoint", insecure)
+    assert refused.returncode == 2
+    assert "--allow-insecure-http" in refused.stderr
+    assert "allow_insecure_http=True" not in refused.stderr
+    env = _env(fake_baidu, BAIDU_SWAN_ENDPOINT=insecure)
+    refused_env = _run(fake_baidu, str(source), "-o", str(tmp_path / "b.jsonl"), env=env)
+    assert refused_env.returncode == 2
+    assert "--allow-insecure-http" in refused_env.stderr
+    assert fake_baidu.requests == []
+
+    output = tmp_path / "c.jsonl"
+    allowed = _run(fake_baidu, str(source), "-o", str(output), "--allow-insecure-http", env=env)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "openid" in _records(output)[0]
