@@ -608,9 +608,11 @@ class SwanAuthClient:
         if flight.closed_by_client:
             if task is not None and task.uncancel() > 0:
                 return None  # somebody else cancelled the task as well
-            return ClientClosedError(
+            closed = ClientClosedError(
                 "the SwanAuthClient was closed during the call", attempts=flight.attempts
             )
+            closed.code_may_be_spent = flight.attempts > 0  # a request may have gone out
+            return closed
         if task is not None and task.cancelling() == 0:
             # Nobody cancelled the task: aiohttp cancels the calls queued for a pooled connection
             # when their session is closed under them.
@@ -848,6 +850,7 @@ class SwanAuthClient:
             )
         if isinstance(error, SwanAuthError):
             error.attempts = attempts
+            error.code_may_be_spent = may_have_spent or failure.disposition is Disposition.AMBIGUOUS
         return error
 
     def _report(

@@ -57,6 +57,9 @@ class SwanAuthError(Exception):
         status: The HTTP status of the last answer, or None when there was no answer.
         attempts: How many HTTP requests the call made before giving up (0: none was sent).
         kind: A short stable name for the failure class, for metrics and bulk output records.
+        code_may_be_spent: Whether an attempt of the call may have reached Baidu and spent the
+            single-use code (a timeout or a dropped connection after the request went out),
+            so that sending it again may find it used.
     """
 
     kind: ClassVar[str] = "error"
@@ -76,6 +79,7 @@ class SwanAuthError(Exception):
         self.description = description
         self.status = status
         self.attempts = attempts
+        self.code_may_be_spent = False
 
     def __str__(self) -> str:
         return self.message

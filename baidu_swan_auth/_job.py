@@ -1,7 +1,8 @@
 """The file-to-file job behind ``baidu-swan-auth exchange``: read, exchange, record, resume.
 
-The input side is ``_job_input`` and the records file ``_job_output``; this module runs the calls
-between them, counts, and stops on a signal or a failed write.
+The input side is ``_job_input``, the records file ``_job_output``, and what a resume knows
+``_job_resume``; this module runs the calls between them, counts, stops on a signal, a failed
+read or write, or a refusal that every line would meet, and leaves one record per input line.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,9 +19,27 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._errors import InvalidInputError
-from ._job_input import MAX_LINE_BYTES, InputReader, JobInput, count_input_lines, read_inputs
-from ._job_output import RECORD_FIELDS, JobError, RecordFile, open_output, scan_records
+from ._job_input import (
+    MAX_LINE_BYTES,
+    InputReader,
+    JobInput,
+    count_input_lines,
+    read_inputs,
+)
+from ._job_output import (
+    FAILED_FINALLY,
+    JOB_STOPPING_KINDS,
+    RECORD_FIELDS,
+    TO_RETRY,
+    JobError,
+    RecordFile,
+    compact,
+    open_output,
+    remove_stale_temporaries,
+)
+from ._job_resume import Resume, prepare_resume
 from .bulk import Outcome, error_label
+from .bulk import exchange_many as _exchange_many
 
 if TYPE_CHECKING:
     from ._client import SwanAuthClient
@@ -51,27 +71,39 @@ class JobSummary:
     """What the job did, for the summary line and the exit status."""
 
     ok: int = 0
-    failed: collections.Counter[str] = attrs.Factory(collections.Counter)
-    skipped: int = 0  # lines that already had a record (resume)
-    elapsed: float = 0.0
+    failed: collections.Counter[str] = attrs.Factory(collections.Counter)  # by kind
+    skipped: int = 0  # lines whose record was final already (resume)
+    skipped_failed: int = 0  # of those, the failed ones
+    retried: int = 0  # lines run again because their record was a retryable failure
+    elapsed: float = 0.0  # from the start to the last record: the work, not the shutdown
     interrupted: bool = False
     output_error: str | None = None  # why writing a record failed, which stopped the job
+    input_error: str | None = None  # why reading INPUT failed after the job had started
+    stopped_by: str | None = None  # a refusal every line would meet, which stopped the job
 
     @property
     def done(self) -> int:
         return self.ok + sum(self.failed.values())
 
+    @property
+    def all_succeeded(self) -> bool:
+        """Whether every input line has a successful record (the exit status 0)."""
+        return not (self.failed or self.skipped_failed or self.interrupted or self.stopped_by)
+
     def describe(self) -> str:
         rate = self.done / self.elapsed if self.elapsed > 0 else 0.0
         parts = [f"{self.ok} ok", f"{sum(self.failed.values())} failed"]
         if self.failed:
+            # Kinds, never Baidu's own strings: those are the server's text, of any length.
             kinds = ", ".join(f"{kind}: {count}" for kind, count in self.failed.most_common())
             parts[-1] += f" ({kinds})"
+        if self.retried:
+            parts.append(f"{self.retried} of them retried")
         if self.skipped:
-            parts.append(f"{self.skipped} already recorded")
+            parts.append(f"{self.skipped} already recorded ({self.skipped_failed} failed)")
         text = f"{', '.join(parts)} in {self.elapsed:.1f}s ({rate:.0f}/s)"
         if self.interrupted:
-            text += "; interrupted: inputs without a record run again with --resume"
+            text += "; interrupted: inputs without a final record run again with --resume"
         return text
 
 
@@ -85,9 +117,12 @@ def _record(item: JobInput, outcome: Outcome | None) -> dict[str, Any]:
         return record
     if outcome is not None and outcome.error is not None:
         record["error"] = error_label(outcome.error)
+        record["kind"] = outcome.error.kind
+        record["code_may_be_spent"] = outcome.error.code_may_be_spent
         record["description"] = outcome.error.description or str(outcome.error)
     else:
-        record["error"] = InvalidInputError.kind
+        record["error"] = record["kind"] = InvalidInputError.kind
+        record["code_may_be_spent"] = False
         record["description"] = item.problem
     return record
 
@@ -95,27 +130,17 @@ def _record(item: JobInput, outcome: Outcome | None) -> dict[str, Any]:
 # -- the job ----------------------------------------------------------------------------------
 
 
-def _prepare_output(options: JobOptions) -> tuple[int | None, set[int], bool]:
-    """The existing output (None when there is none yet), the lines it has records for, and
-    whether its last record lacks a newline."""
+def _check_files(options: JobOptions) -> None:
     if options.resume and options.input == "-":
         raise JobError("--resume needs an input file: stdin cannot be read again")
-    try:
-        fd = open_output(options.output, create=False)
-    except FileNotFoundError:
-        return None, set(), False
-    try:
-        if options.resume:
-            return fd, *scan_records(fd, options.output)
-        if os.fstat(fd).st_size > 0:
-            raise JobError(
-                f"{options.output} exists and is not empty: pass --resume to continue the "
-                "job that wrote it, or choose another file"
-            )
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, set(), False
+    if options.input == "-" and sys.stdin is None:
+        raise JobError("stdin is closed: give INPUT a path, or open stdin")
+    if options.input == "-" or options.output == "-":
+        return
+    with contextlib.suppress(OSError):
+        source, target = os.stat(options.input), os.stat(options.output)
+        if (source.st_dev, source.st_ino) == (target.st_dev, target.st_ino):
+            raise JobError("INPUT and OUTPUT are the same file")
 
 
 class _Job:
@@ -126,45 +151,81 @@ class _Job:
         client: SwanAuthClient,
         options: JobOptions,
         output: RecordFile,
+        resume: Resume | None,
         on_record: Callable[[bool], None] | None,
     ) -> None:
         self.client = client
         self.options = options
         self.output = output
+        self.resume = resume
         self.on_record = on_record
         self.summary = JobSummary()
+        self.started = time.monotonic()
 
-    def write(self, item: JobInput, outcome: Outcome | None) -> None:
+    def write(self, item: JobInput, outcome: Outcome | None) -> dict[str, Any]:
         record = _record(item, outcome)
-        self.output.write(record)
+        offset = self.output.write(record)
+        if self.resume is not None:
+            if self.resume.status[item.line] == TO_RETRY:
+                self.summary.retried += 1
+            self.resume.note(item.line, record, offset)
+        self.summary.elapsed = time.monotonic() - self.started
         ok = "openid" in record
         if ok:
             self.summary.ok += 1
         else:
-            self.summary.failed[record["error"]] += 1
+            self.summary.failed[record["kind"]] += 1
         if self.on_record is not None:
             self.on_record(ok)
+        return record
+
+    def _skips(self, line: int) -> bool:
+        if self.resume is None or not self.resume.skips(line):
+            return False
+        self.summary.skipped += 1
+        self.summary.skipped_failed += self.resume.status[line] == FAILED_FINALLY
+        return True
 
     async def _calls(
-        self, reader: InputReader, done: set[int], stop: asyncio.Event
+        self, reader: InputReader, stop: asyncio.Event
     ) -> AsyncIterator[tuple[JobInput, Any]]:
-        async for item in read_inputs(reader, done, stop):
+        async for item in read_inputs(reader, self._skips, stop):
             if isinstance(item, int):
-                self.summary.skipped += 1
-            elif item.problem is not None:
+                continue
+            if item.problem is not None:
                 self.write(item, None)
             else:
                 yield item, item.code
 
-    async def run(self, reader: InputReader, done: set[int], stop: asyncio.Event) -> None:
-        calls = self.client.exchange_many(
-            self._calls(reader, done, stop),
+    async def run(self, reader: InputReader, stop: asyncio.Event) -> None:
+        calls = _exchange_many(
+            self.client,
+            self._calls(reader, stop),
             concurrency=self.options.concurrency,
             rate=self.options.rate,
+            stop=stop,
         )
-        async with contextlib.aclosing(calls) as outcomes:
-            async for outcome in outcomes:
-                self.write(outcome.tag, outcome)
+        try:
+            async with contextlib.aclosing(calls) as outcomes:
+                async for outcome in outcomes:
+                    record = self.write(outcome.tag, outcome)
+                    if record.get("kind") in JOB_STOPPING_KINDS:
+                        # Every other line would be refused the same way: stop at once, the
+                        # calls in flight abandoned without records (resume runs them).
+                        self.summary.stopped_by = _stopping_message(outcome)
+                        return
+        except JobError as error:  # reading INPUT failed, after the calls under way finished
+            self.summary.input_error = str(error)
+
+
+def _stopping_message(outcome: Outcome) -> str:
+    kind = outcome.error.kind if outcome.error is not None else ""
+    if kind == "invalid_client":
+        return (
+            "Baidu refused the AppKey or AppSecret (invalid_client): check BAIDU_SWAN_CLIENT_ID "
+            "and BAIDU_SWAN_SECRET, then run again with --resume"
+        )
+    return f"the client's settings are unusable ({kind}): fix them, then run again with --resume"
 
 
 async def _until_done_or_stopped(
@@ -177,7 +238,9 @@ async def _until_done_or_stopped(
     try:
         await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
-            await asyncio.wait({work, cutting}, timeout=grace)
+            await asyncio.wait(
+                {work, cutting}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+            )
             work.cancel()  # calls still in flight get no record: --resume runs them again
         await asyncio.wait({work})
         if not work.cancelled() and (failure := work.exception()) is not None:
@@ -189,19 +252,14 @@ async def _until_done_or_stopped(
 
 
 async def _exchange_into(
-    job: _Job, reader: InputReader, done: set[int], stop: asyncio.Event, cut: asyncio.Event
+    job: _Job, reader: InputReader, stop: asyncio.Event, cut: asyncio.Event
 ) -> None:
     try:
-        work = asyncio.create_task(job.run(reader, done, stop))
+        work = asyncio.create_task(job.run(reader, stop))
         await _until_done_or_stopped(work, stop, cut, job.options.grace)
     except OSError as error:  # from writing a record: the reader's errors are JobErrors
         # The calls in flight were cancelled and get no record: --resume runs them again.
         job.summary.output_error = error.strerror or str(error)
-    finally:
-        try:
-            job.output.close()
-        except OSError as error:
-            job.summary.output_error = job.summary.output_error or error.strerror or str(error)
 
 
 async def run_exchange_job(
@@ -218,14 +276,16 @@ async def run_exchange_job(
     Args:
         client: The client to exchange with.
         options: Files and limits.
-        stop: Once set, no new input is taken; calls in flight get ``options.grace`` seconds.
+        stop: Once set, no new input is taken, inputs waiting for a rate slot are dropped, and
+            calls in flight get ``options.grace`` seconds.
         cut: Once set during that grace period, the calls still in flight are abandoned
             (they get no record, so ``--resume`` runs them again).
         on_record: Called with ``ok`` after each record (progress bars).
         on_waiting: Called when the input is slow to open (a FIFO without a writer yet).
 
     Returns:
-        The counts; ``output_error`` says why, if writing a record failed and stopped the job.
+        The counts; ``output_error``, ``input_error`` or ``stopped_by`` say why the job
+        stopped early, if it did.
 
     Raises:
         JobError: The files or settings are unusable; nothing was exchanged.
@@ -233,24 +293,54 @@ async def run_exchange_job(
     stop = stop or asyncio.Event()
     cut = cut or asyncio.Event()
     started = time.monotonic()
-    fd, done, needs_newline = _prepare_output(options)
+    _check_files(options)
     reader = InputReader(options.input)
+    fd: int | None = None
     try:
         if not await reader.opened(options.input, stop, on_waiting):
             return JobSummary(elapsed=time.monotonic() - started, interrupted=True)
-        if fd is None:  # created only now, so an unreadable input leaves no empty output
-            fd = open_output(options.output, create=True)
+        resume: Resume | None = None
+        needs_newline = False
+        try:
+            fd = open_output(options.output, create=False)
+        except FileNotFoundError:
+            fd = open_output(options.output, create=True)  # after INPUT opened: none if not
+        else:
+            if options.resume:
+                prepared = await prepare_resume(options.input, options.output, fd, stop)
+                if prepared is None:
+                    return JobSummary(elapsed=time.monotonic() - started, interrupted=True)
+                resume, needs_newline = prepared
+            elif os.fstat(fd).st_size > 0:
+                raise JobError(
+                    f"{options.output} exists and is not empty: pass --resume to continue the "
+                    "job that wrote it, or choose another file"
+                )
+        remove_stale_temporaries(options.output)
         try:
             output = RecordFile(fd, needs_newline=needs_newline)
         except OSError as error:
             raise JobError(f"cannot write {options.output}: {error.strerror}") from None
-        fd = None  # the record file closes it
-        job = _Job(client, options, output, on_record)
-        await _exchange_into(job, reader, done, stop, cut)
+        job = _Job(client, options, output, resume, on_record)
+        job.started = started
+        await _exchange_into(job, reader, stop, cut)
+        _finish(job, fd)
     finally:
         reader.close()
         if fd is not None:
             os.close(fd)
-    job.summary.elapsed = time.monotonic() - started
     job.summary.interrupted = stop.is_set() or job.summary.output_error is not None
+    if not job.summary.done:
+        job.summary.elapsed = time.monotonic() - started
     return job.summary
+
+
+def _finish(job: _Job, fd: int) -> None:
+    """Flush the records and, when a line got a second one, leave only its latest."""
+    try:
+        os.fsync(fd)
+        resume = job.resume
+        if job.summary.output_error is None and resume is not None and resume.superseded:
+            compact(job.options.output, fd, resume.latest)
+    except OSError as error:
+        job.summary.output_error = job.summary.output_error or error.strerror or str(error)

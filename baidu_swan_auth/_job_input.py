@@ -3,8 +3,10 @@ lines of at most ``MAX_LINE_BYTES``, each parsed into a code or a reason it cann
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import hashlib
 import json
 import math
 import os
@@ -18,7 +20,16 @@ import attrs
 
 from ._job_output import JobError
 
-__all__ = ["MAX_LINE_BYTES", "InputReader", "JobInput", "count_input_lines", "read_inputs"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "InputReader",
+    "JobInput",
+    "LineParser",
+    "code_key",
+    "count_input_lines",
+    "read_inputs",
+    "survey_input",
+]
 
 #: A longer input line gets an ``invalid_input`` record and is skipped without being buffered,
 #: so an endless one (``/dev/zero``) cannot fill memory.
@@ -79,6 +90,13 @@ def _parse(line: int, text: str | None, json_lines: bool) -> JobInput:
     return JobInput(line, None, {}, problem)
 
 
+def _fits(line: bytes | bytearray) -> bool:
+    # A CRLF line's \r is part of its ending, not of the line.
+    return len(line) <= MAX_LINE_BYTES or (
+        len(line) == MAX_LINE_BYTES + 1 and line.endswith(b"\r")
+    )
+
+
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes | None]]:
     """The lines each chunk completes, None standing for an over-long one (dropped as it is
     read); at the end, a last line without a newline."""
@@ -92,17 +110,64 @@ def _split_lines(chunks: Iterable[bytes]) -> Iterator[list[bytes | None]]:
                 skipping = False
                 continue
             pending += piece
-            lines.append(bytes(pending) if len(pending) <= MAX_LINE_BYTES else None)
+            lines.append(bytes(pending) if _fits(pending) else None)
             pending.clear()
         if not skipping:
             pending += rest
-            if len(pending) > MAX_LINE_BYTES:
+            if len(pending) > MAX_LINE_BYTES + 1:
                 lines.append(None)
                 pending.clear()
                 skipping = True
         yield lines
     if pending:
-        yield [bytes(pending)]
+        yield [bytes(pending) if _fits(pending) else None]
+
+
+#: What a blank line may hold: ASCII white space only, as ``bytes.strip`` has it, so that the
+#: progress bar's count and the job agree (a line of U+00A0 is no blank line: it gets a record).
+_BLANK = " \t\r\n\v\f"
+
+
+class LineParser:
+    """Turns numbered raw lines into inputs, the way every reader of INPUT must: the byte order
+    mark, blank lines, and the format that the first non-blank line decides."""
+
+    def __init__(self) -> None:
+        self._json_lines: bool | None = None
+
+    def parse(self, number: int, raw: bytes | None) -> JobInput | None:
+        """The input on line ``number`` (``raw`` None: over-long), or None for a blank line."""
+        text = None if raw is None else raw.decode("utf-8", "replace")
+        if number == 1 and text is not None:
+            text = text.removeprefix("\ufeff")  # a byte order mark from some editors
+        if text is not None and not text.strip(_BLANK):
+            return None
+        if self._json_lines is None and text is not None:
+            self._json_lines = text.lstrip(_BLANK).startswith("{")
+        return _parse(number, text, bool(self._json_lines))
+
+
+def code_key(code: object) -> int:
+    """A fingerprint of a line's code, to tell without keeping the codes whether a record was
+    made from that line: odd for a code, 2 for a line without one, 0 for a blank line."""
+    if not isinstance(code, str):
+        return 2
+    digest = hashlib.blake2b(code.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") | 1
+
+
+def survey_input(path: str) -> array.array[int]:
+    """Each line's ``code_key`` (index: the line number; 0 unused), read from a regular file
+    that the job then reads again: for a resume to check its records against INPUT."""
+    keys = array.array("Q", [0])
+    parser = LineParser()
+    with open(path, "rb") as handle:
+        chunks = iter(partial(handle.read, _CHUNK_BYTES), b"")
+        for lines in _split_lines(chunks):
+            for raw in lines:
+                item = parser.parse(len(keys), raw)
+                keys.append(0 if item is None else code_key(item.code))
+    return keys
 
 
 def count_input_lines(path: str) -> int | None:
@@ -213,10 +278,10 @@ class InputReader:
 
 
 async def read_inputs(
-    reader: InputReader, skip: set[int], stop: asyncio.Event
+    reader: InputReader, skip: Callable[[int], bool], stop: asyncio.Event
 ) -> AsyncIterator[JobInput | int]:
-    """Inputs in order; an int counts a line skipped because it already has a record."""
-    json_lines: bool | None = None
+    """Inputs in order; an int counts a line skipped because ``skip`` says it is done."""
+    parser = LineParser()
     number = 0
     while True:
         batch = await reader.next(stop)
@@ -227,16 +292,12 @@ async def read_inputs(
         assert isinstance(batch, list)
         for raw in batch:
             number += 1
-            text = None if raw is None else raw.decode("utf-8", "replace")
-            if number == 1 and text is not None:
-                text = text.removeprefix("\ufeff")  # a byte order mark from some editors
-            if text is not None and not text.strip():
+            item = parser.parse(number, raw)
+            if item is None:
                 continue  # blank lines are skipped, not recorded
-            if json_lines is None and text is not None:
-                json_lines = text.lstrip().startswith("{")
-            if number in skip:
+            if skip(number):
                 yield number
                 continue
             if stop.is_set():
                 return
-            yield _parse(number, text, bool(json_lines))
+            yield item

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,9 +27,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some inputs failed: their records say why
 EXIT_USAGE = 2  # usage, configuration or file error: nothing was exchanged
 # Not 2: exchanges happened and spent their codes, and the records written so far are kept, so
-# the fix is to make room and --resume, not to change the command line.
-EXIT_OUTPUT_FAILED = 3
+# the fix is to make room (or repair the input) and --resume, not to change the command line.
+EXIT_IO_FAILED = 3
 _PREFIX = "baidu-swan-auth exchange: "
+
+
+def _say(text: str) -> None:
+    """A line on stderr, come what may: a closed or broken stderr must neither stop a signal
+    from stopping the job nor turn a success into a failure."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
 
 
 class _ProgressBar:
@@ -39,6 +48,11 @@ class _ProgressBar:
         self._bar = tqdm(total=total, unit="code", file=sys.stderr, dynamic_ncols=True)
         self._failed = 0
 
+    def set_total(self, total: int | None) -> None:
+        if total is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def __call__(self, ok: bool) -> None:
         if not ok:
             self._failed += 1
@@ -49,16 +63,28 @@ class _ProgressBar:
         self._bar.close()
 
 
-def _progress_bar(enabled: bool, input_path: str | None = None) -> _ProgressBar | None:
-    """A bar when asked for and stderr is a terminal; its total counts the lines of a regular
-    file (anything else is read once, by the job)."""
+def _progress_bar(enabled: bool) -> _ProgressBar | None:
+    """A bar when asked for and stderr is a terminal."""
     if not enabled or not sys.stderr.isatty():
         return None
     try:
-        return _ProgressBar(count_input_lines(input_path) if input_path else None)
+        return _ProgressBar(None)
     except ImportError:
-        print("(pip install 'baidu-swan-auth[cli]' for a progress bar)", file=sys.stderr)
+        _say("(pip install 'baidu-swan-auth[cli]' for a progress bar)")
         return None
+
+
+def _count_for(bar: _ProgressBar, path: str) -> None:
+    """Give the bar its total once the lines of a regular file are counted, on a daemon thread:
+    a count of a huge file must hold up neither the job nor a signal."""
+    loop = asyncio.get_running_loop()
+
+    def count() -> None:
+        total = count_input_lines(path)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody looks any more
+            loop.call_soon_threadsafe(bar.set_total, total)
+
+    threading.Thread(target=count, name="baidu-swan-auth-count", daemon=True).start()
 
 
 async def _run_job(
@@ -72,26 +98,26 @@ async def _run_job(
     def on_signal(signum: int) -> None:
         received.append(signum)
         if not stop.is_set():
-            print(
+            stop.set()  # first: the message below may fail on a closed stderr
+            _say(
                 "\nstopping: no new inputs; finishing the calls in flight "
-                f"(up to {options.grace:.0f}s, again to abandon them)",
-                file=sys.stderr,
+                f"(up to {options.grace:.0f}s, again to abandon them)"
             )
-            stop.set()
         else:
             cut.set()
 
     def on_waiting() -> None:
-        print(
+        _say(
             f"{_PREFIX}waiting for {options.input} to open (a FIFO opens once a writer opens "
-            "it too; Ctrl-C stops)",
-            file=sys.stderr,
+            "it too; Ctrl-C stops)"
         )
 
     signals = (signal.SIGINT, signal.SIGTERM)
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
-    bar = _progress_bar(progress, options.input)
+    bar = _progress_bar(progress)
+    if bar is not None:
+        _count_for(bar, options.input)
     try:
         summary = await run_exchange_job(
             client, options, stop=stop, cut=cut, on_record=bar, on_waiting=on_waiting
@@ -125,7 +151,7 @@ def _refusal(args: argparse.Namespace) -> str | None:
 async def _exchange_command(args: argparse.Namespace) -> int:
     refusal = _refusal(args)
     if refusal is not None:
-        print(f"{_PREFIX}{refusal}", file=sys.stderr)
+        _say(f"{_PREFIX}{refusal}")
         return EXIT_USAGE
     overrides: dict[str, Any] = {
         "pool_size": max(100, args.concurrency),
@@ -136,7 +162,7 @@ async def _exchange_command(args: argparse.Namespace) -> int:
     try:
         client = SwanAuthClient.from_env(**overrides)
     except ConfigurationError as error:
-        print(f"{_PREFIX}{error}", file=sys.stderr)
+        _say(f"{_PREFIX}{error}")
         return EXIT_USAGE
     options = JobOptions(
         input=args.input,
@@ -149,22 +175,36 @@ async def _exchange_command(args: argparse.Namespace) -> int:
         try:
             summary, signum = await _run_job(client, options, progress=not args.no_progress)
         except JobError as error:
-            print(f"{_PREFIX}{error}", file=sys.stderr)
+            _say(f"{_PREFIX}{error}")
             return EXIT_USAGE
+    return _report(summary, signum, options)
+
+
+def _report(summary: JobSummary, signum: int | None, options: JobOptions) -> int:
+    """Say how the job ended, and return its exit status."""
     if summary.output_error is not None:
-        print(
+        _say(
             f"{_PREFIX}cannot write {options.output}: {summary.output_error}; the records in "
-            "it are whole: make room, then run again with --resume",
-            file=sys.stderr,
+            "it are whole: make room, then run again with --resume"
         )
-    if summary.done == 0 and summary.skipped == 0 and not summary.interrupted:
-        print(f"{_PREFIX}warning: {options.input} holds no codes", file=sys.stderr)
-    print(summary.describe(), file=sys.stderr)
-    if summary.output_error is not None:
-        return EXIT_OUTPUT_FAILED
+    if summary.input_error is not None:
+        _say(
+            f"{_PREFIX}{summary.input_error}; the records written are whole: once INPUT can "
+            "be read, run again with --resume"
+        )
+    if summary.stopped_by is not None:
+        _say(f"{_PREFIX}stopped: {summary.stopped_by}")
+    quiet_end = summary.stopped_by is None and summary.input_error is None
+    if quiet_end and summary.done == 0 and summary.skipped == 0 and not summary.interrupted:
+        _say(f"{_PREFIX}warning: {options.input} holds no codes")
+    _say(summary.describe())
+    if summary.output_error is not None or summary.input_error is not None:
+        return EXIT_IO_FAILED
+    if summary.stopped_by is not None:
+        return EXIT_USAGE
     if signum is not None:
         return 128 + signum
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_OK if summary.all_succeeded else EXIT_FAILED
 
 
 def _positive_int(text: str) -> int:

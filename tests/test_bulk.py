@@ -282,3 +282,92 @@ async def test_waiting_for_the_rate_limit_is_not_part_of_the_timeout(
     codes = [fake.issue_code() for _ in range(10)]
     outcomes = await _all(client.exchange_many(codes, concurrency=10, rate=10))
     assert [outcome.error for outcome in outcomes] == [None] * 10
+
+
+async def test_a_cancelled_wait_for_a_rate_slot_gives_the_slot_back() -> None:
+    now = [0.0]
+    limiter = RateLimiter(4, clock=lambda: now[0], sleep=asyncio.sleep)
+    await limiter.acquire()  # slot 0.00
+    later = asyncio.create_task(limiter.acquire())  # slot 0.25
+    latest = asyncio.create_task(limiter.acquire())  # slot 0.50
+    await asyncio.sleep(0)
+    later.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await later
+    # The freed 0.25 slot goes to the next caller, who would otherwise wait for 0.75.
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(round(seconds, 9))
+
+    limiter._sleep = record
+    await limiter.acquire()
+    assert slept == [0.25]
+    latest.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await latest
+    await limiter.acquire()  # the latest slot, given back, is taken again
+    assert slept == [0.25, 0.5]
+
+
+async def test_a_stalled_input_does_not_hold_back_a_finished_call(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    release = asyncio.Event()
+
+    async def slow_producer() -> AsyncIterator[str]:
+        yield fake.issue_code()
+        await release.wait()  # a producer with nothing more to say for now
+        yield fake.issue_code()
+
+    outcomes = client.exchange_many(slow_producer())
+    first = await asyncio.wait_for(anext(outcomes), 5)  # handed back while the input stalls
+    assert first.ok
+    release.set()
+    rest = [outcome async for outcome in outcomes]
+    assert [outcome.ok for outcome in rest] == [True]
+
+
+async def test_outcomes_that_finished_before_the_input_failed_are_handed_back(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    codes = [fake.issue_code() for _ in range(3)]
+    for code in codes:
+        fake.script(code, Delay(0.2))
+
+    async def failing() -> AsyncIterator[str]:
+        for code in codes:
+            yield code
+        await asyncio.sleep(0.05)
+        raise OSError("the input file went away")
+
+    seen: list[Outcome] = []
+
+    async def collect() -> None:
+        async for outcome in client.exchange_many(failing()):
+            seen.append(outcome)
+
+    with pytest.raises(OSError, match="went away"):
+        await collect()
+    assert len(seen) == 3, "the calls under way finished and were handed back first"
+    assert all(outcome.ok for outcome in seen)
+
+
+async def test_cancelling_one_call_gives_that_input_an_outcome_and_the_rest_go_on(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    slow, quick = fake.issue_code(), fake.issue_code()
+    fake.script(slow, Delay(5))
+    outcomes = client.exchange_many([slow, quick], concurrency=2)
+    first = await anext(outcomes)
+    assert first.code == quick
+    assert first.ok
+    for task in asyncio.all_tasks():
+        if task.get_coro().__qualname__.startswith("_exchange_one"):  # type: ignore[union-attr]
+            task.cancel()  # someone cancels the call for the slow code
+    second = await anext(outcomes)
+    assert second.code == slow
+    assert isinstance(second.error, TransportError)
+    assert second.error.code_may_be_spent
+    with pytest.raises(StopAsyncIteration):
+        await anext(outcomes)

@@ -84,7 +84,7 @@ def test_plain_lines(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
     assert records[10]["description"]
     assert len(fake_baidu.requests_for(twice)) == 1
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
-    assert "7 ok, 1 failed (invalid_grant: 1)" in result.stderr
+    assert "7 ok, 1 failed (invalid_code: 1)" in result.stderr
 
 
 def test_json_lines_carry_their_fields(fake_baidu: FakeBaiduServer, tmp_path: Path) -> None:
@@ -119,6 +119,8 @@ def test_json_lines_carry_their_fields(fake_baidu: FakeBaiduServer, tmp_path: Pa
         "line": 3,
         "code": None,
         "error": "invalid_input",
+        "kind": "invalid_input",
+        "code_may_be_spent": False,
         "description": "the object has no string 'code' field",
         "user_id": 8,
     }
@@ -260,11 +262,17 @@ def test_existing_records_scan(tmp_path: Path) -> None:
     path = tmp_path / "records.jsonl"
     path.write_text('{"line": 4}\n{"line": 9}\n{"li', encoding="utf-8")
     fd = os.open(path, os.O_RDWR)
+    seen: list[tuple[int, int]] = []
     try:
-        assert _scan_records(fd, str(path)) == ({4, 9}, False)
+        scan = _scan_records(
+            fd, str(path), lambda line, _record, offset: seen.append((line, offset))
+        )
     finally:
         os.close(fd)
-    assert path.read_text(encoding="utf-8") == '{"line": 4}\n{"line": 9}\n'
+    assert seen == [(4, 0), (9, 12)]
+    assert (scan.records, scan.torn_at, scan.open_end) == (2, 24, False)
+    # The scan changes nothing: the torn line is cut by the job, once INPUT checks out.
+    assert path.read_text(encoding="utf-8") == '{"line": 4}\n{"line": 9}\n{"li'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -84,7 +84,8 @@ def test_a_lone_surrogate_gets_an_invalid_input_record_and_resume_works(
     assert records[5]["session_key"] == fake_baidu.grant_for(emoji).session_key
 
     again = _run(fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress")
-    _assert_clean_exit(again, 0)
+    # Not 0: the invalid_input records are final failures, and 0 means every line succeeded.
+    _assert_clean_exit(again, 1)
     assert "5 already recorded" in again.stderr
 
 
@@ -114,7 +115,8 @@ def test_a_line_nested_200k_deep_gets_an_invalid_input_record(
     assert f"longer than {MAX_LINE_BYTES} bytes" in records[3]["description"]
 
     again = _run(fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress")
-    _assert_clean_exit(again, 0)
+    # Not 0: the invalid_input records are final failures, and 0 means every line succeeded.
+    _assert_clean_exit(again, 1)
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999", "[1, -1e400]"])
