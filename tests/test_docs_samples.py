@@ -63,13 +63,6 @@ TITLE = re.compile(r'\btitle="([^"]+)"')
 TEST_FUNCTION = re.compile(r"^(?:async )?def test_", re.MULTILINE)
 
 # Blocks on pages whose owners have not marked them yet: (page, a line of the block) -> reason.
-UNMARKED_FRAGMENTS = {
-    ("docs/security.md", 'cafile="/etc/ssl/private-ca.pem"'): (
-        "fragment: reads the reader's private CA file (docs/security.md has no skip marker yet)"
-    ),
-}
-
-
 @dataclass(frozen=True)
 class Sample:
     """A code block: its language, its file name if it has a title, and its source."""
@@ -179,9 +172,6 @@ class Page:
 def skip_unmarked_fragment(example: Example) -> None:
     if not isinstance(example.parsed, Sample):
         return
-    for (page, line), reason in UNMARKED_FRAGMENTS.items():
-        if relative(example.path) == page and line in example.parsed.source:
-            pytest.skip(reason)
 
 
 PAGE_STATE: dict[str, Page] = {}
