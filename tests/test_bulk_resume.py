@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -296,3 +297,63 @@ def test_a_broken_stderr_neither_blocks_a_signal_nor_fails_a_success(
         assert process.wait(timeout=10) == 143
     finally:
         os.close(write_end)
+
+
+def _outage_then_half_recovered(fake: FakeBaiduServer, tmp_path: Path) -> tuple[Path, Path]:
+    """An output whose every line failed retryably once: a resume then rewrites it."""
+    source, output = tmp_path / "codes.jsonl", tmp_path / "records.jsonl"
+    _codes_file(fake, source, 20)
+    fake.always(ErrorStatus(503))
+    assert _run(fake, str(source), "-o", str(output), "--no-progress").returncode == 1
+    fake.always(None)
+    return source, output
+
+
+def test_the_rewrite_keeps_the_owner_and_deletes_a_stale_temporary(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    source, output = _outage_then_half_recovered(fake_baidu, tmp_path)
+    owner = 65534 if os.geteuid() == 0 else os.geteuid()  # as root: someone else's file
+    os.chown(output, owner, owner)
+    stale = tmp_path / ".records.jsonl.compacting-99999"
+    stale.write_text("left by a job killed while it rewrote the file\n")
+
+    resumed = _run(fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress")
+
+    assert resumed.returncode == 0, resumed.stderr
+    _one_record_per_line(output, 20, compacted=True)
+    info = output.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (owner, owner, 0o600)
+    assert not stale.exists()
+
+
+def test_a_rewrite_that_fills_the_disk_keeps_the_original(tmp_path: Path) -> None:
+    # The rewrite alone runs under a file size limit smaller than its result: the write fails
+    # as on a full disk. A real file, a real limit: nothing is mocked.
+    output = tmp_path / "records.jsonl"
+    records = [
+        json.dumps({"line": n, "code": f"c{n}", "openid": "o", "session_key": "k" * 40}) + "\n"
+        for n in (1, 2, 1, 2)
+    ]
+    output.write_text("".join(records))
+    before = output.read_bytes()
+    # 1 + the offsets of the latest records of lines 1 and 2: the third and the fourth.
+    latest = [0, len(records[0]) + len(records[1]) + 1, len(before) - len(records[3]) + 1]
+    script = f"""
+import array, os, resource, signal
+from baidu_swan_auth._job_output import compact
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (60, 60))
+offsets = array.array("Q", {latest!r})
+fd = os.open({str(output)!r}, os.O_RDWR)
+try:
+    compact({str(output)!r}, fd, offsets)
+except OSError as error:
+    print("refused", error.errno)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "refused 27" in result.stdout, result.stdout + result.stderr  # EFBIG
+    assert output.read_bytes() == before, "the original is kept whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["records.jsonl"], "no temporary left"
