@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._client import ENV_ENDPOINT, SwanAuthClient
-from ._demo import run_demo
 from ._endpoints import check_endpoint
 from ._errors import ConfigurationError
 from ._job import JobError, JobOptions, JobSummary, count_input_lines, run_exchange_job
@@ -308,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         bar = _progress_bar(enabled=True)
         try:
+            # Imported here: the demo brings the fake Baidu and aiohttp.web, which an
+            # `exchange` run has no use for.
+            from ._demo import run_demo  # noqa: PLC0415
+
             return asyncio.run(run_demo(print, on_record=bar))
         finally:
             if bar is not None:

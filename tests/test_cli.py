@@ -97,3 +97,19 @@ def test_bad_numbers_get_plain_messages(
     err = capsys.readouterr().err
     assert shown in err
     assert "_positive" not in err, "no function name in the message"
+
+
+def test_the_exchange_command_does_not_load_the_fake_or_aiohttp_web() -> None:
+    # A subprocess: this test process has long imported both.
+    probe = (
+        "import sys, baidu_swan_auth.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('aiohttp.web', 'baidu_swan_auth.'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = result.stdout
+    assert "aiohttp.web" not in loaded
+    assert "baidu_swan_auth.testing" not in loaded
+    assert "baidu_swan_auth._demo" not in loaded
+    assert "baidu_swan_auth.cli" in loaded
