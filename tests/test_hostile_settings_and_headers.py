@@ -23,7 +23,7 @@ from baidu_swan_auth import (
     SwanAuthClient,
 )
 from baidu_swan_auth._retry import LONGEST_RETRY_AFTER, parse_retry_after
-from baidu_swan_auth.bulk import RateLimiter
+from baidu_swan_auth.bulk import RateLimiter, current_pace
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, RawBody
 
 from .helpers import MakeClient
@@ -330,16 +330,17 @@ async def test_a_retry_waiting_for_the_job_rate_keeps_the_call_deadline(
     fake: FakeBaiduServer, make_client: MakeClient
 ) -> None:
     client = make_client(timeout=1.0, max_attempts=3, sleep=asyncio.sleep)
-    fake.always(ErrorStatus(503))
+    code = fake.issue_code()
+    fake.script(code, ErrorStatus(503))
+    # The job's limiter, with its next slot 5 s away: the retry would wait that long for it.
+    pace = RateLimiter(0.2)
+    await pace.acquire()
+    current_pace.set(pace)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    outcomes = [
-        outcome
-        async for outcome in client.exchange_many(
-            [fake.issue_code() for _ in range(4)], rate=2.0, concurrency=4
-        )
-    ]
-    # Each call's first attempt waits for its own slot (0, 0.5, 1.0, 1.5 s) outside its
-    # deadline; a retry's wait for a slot counts against it, so each call then gets 1 s at most.
-    assert all(isinstance(outcome.error, ServiceUnavailableError) for outcome in outcomes)
-    assert loop.time() - started < 1.5 + 1.0 + 0.4
+
+    with pytest.raises(ServiceUnavailableError) as caught:
+        await client.exchange(code)
+
+    assert loop.time() - started < 1.5, "the call ended at its deadline, not at the slot"
+    assert caught.value.attempts == 1
