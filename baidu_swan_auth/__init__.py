@@ -8,7 +8,8 @@ async with SwanAuthClient(client_id, secret) as client:
 ```
 """
 
-from ._client import DEFAULT_ENDPOINT, SwanAuthClient
+from ._client import SwanAuthClient
+from ._endpoints import DEFAULT_ENDPOINT
 from ._errors import (
     ApiError,
     ClientClosedError,
@@ -29,7 +30,7 @@ from ._errors import (
 from ._models import AttemptEvent, SessionKey
 from ._retry import RetryBudget
 from ._version import __version__
-from .bulk import Outcome
+from .bulk import Outcome, RateLimiter
 from .crypto import decrypt_user_data, swanid_signature, verify_swanid_signature
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidInputError",
     "MissingDependencyError",
     "Outcome",
+    "RateLimiter",
     "ResponseError",
     "RetryBudget",
     "ServiceUnavailableError",
@@ -59,3 +61,17 @@ __all__ = [
     "swanid_signature",
     "verify_swanid_signature",
 ]
+
+# Public classes and functions defined in a private module report the package as their module, as
+# httpx's do, so tracebacks and reprs show `baidu_swan_auth.InvalidCodeError`, not
+# `baidu_swan_auth._errors.InvalidCodeError`. Pickle finds a class by its `__module__`, and
+# `typing.get_type_hints` resolves string annotations in that module's namespace: only names this
+# module exports are rewritten, and only away from a private module. Names defined in a public
+# module (`Outcome` and `RateLimiter` in `bulk`, the `crypto` functions) keep it: it exports them.
+for _name in __all__:
+    _value = globals()[_name]
+    if (isinstance(_value, type) or callable(_value)) and _value.__module__.startswith(
+        f"{__name__}._"
+    ):
+        _value.__module__ = __name__
+del _name, _value

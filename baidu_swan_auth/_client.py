@@ -50,7 +50,7 @@ from .bulk import exchange_many as _exchange_many
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
 
-__all__ = ["DEFAULT_ENDPOINT", "SwanAuthClient"]
+__all__ = ["SwanAuthClient"]
 
 MAX_CODE_BYTES = 1024
 

@@ -24,7 +24,7 @@ from ._job import JobOptions, JobSummary, run_exchange_job
 from ._models import SessionKey, mask_code
 from .testing import Drop, ErrorStatus, FakeBaiduServer, Fault
 
-__all__ = ["run_demo"]
+__all__: list[str] = []  # run_demo is for cli.py only
 
 _ATTEMPTS = 4  # the demo client's max_attempts: "on every attempt" faults script that many
 

@@ -16,14 +16,7 @@ import yarl
 
 from ._errors import ConfigurationError
 
-__all__ = [
-    "DEFAULT_ENDPOINT",
-    "LEGACY_ENDPOINT",
-    "check_endpoint",
-    "is_legacy_url",
-    "rewrite_legacy_url",
-    "warn_legacy_once",
-]
+__all__ = ["DEFAULT_ENDPOINT", "LEGACY_ENDPOINT"]
 
 DEFAULT_ENDPOINT = "https://spapi.baidu.com/oauth/jscode2sessionkey"
 LEGACY_ENDPOINT = "https://openapi.baidu.com/nalogin/getSessionKeyByCode"
@@ -48,29 +41,6 @@ def is_legacy_url(url: yarl.URL) -> bool:
     if host is None or host.rstrip(".").lower() != _LEGACY_HOST:
         return False
     return url.explicit_port is None or url.explicit_port == _DEFAULT_PORTS[scheme]
-
-
-def rewrite_legacy_url(
-    url: str | yarl.URL, *, endpoint: str | yarl.URL = DEFAULT_ENDPOINT
-) -> yarl.URL:
-    """The legacy ``getSessionKeyByCode`` URL becomes ``endpoint`` with the same query; every
-    other URL comes back unchanged.
-
-    Args:
-        url: Any URL.
-        endpoint: Where legacy requests should go.
-
-    Returns:
-        The URL to send the request to.
-    """
-    url = yarl.URL(url)
-    if not is_legacy_url(url):
-        return url
-    target = yarl.URL(endpoint).with_query(None).with_fragment(None)
-    if not url.raw_query_string:
-        return target
-    # Build from the raw text so the query survives byte for byte, however it was encoded.
-    return yarl.URL(f"{target}?{url.raw_query_string}", encoded=True)
 
 
 class _OncePerProcess:

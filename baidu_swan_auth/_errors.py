@@ -24,8 +24,10 @@ Every exception carries ``error`` (Baidu's error string or None), ``description`
 the AppSecret, a session key, decrypted user data or a whole login code.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: these classes report `baidu_swan_auth` as their
+# module (see __init__.py), and typing.get_type_hints() evaluates string annotations in the
+# namespace of that module, which has no `ClassVar`. Evaluated when the class is built, the
+# annotations are objects that need no namespace. tests/test_public_face.py checks it.
 import re
 from typing import Any, ClassVar
 

@@ -19,13 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ._errors import InvalidInputError
-from ._job_input import (
-    MAX_LINE_BYTES,
-    InputReader,
-    JobInput,
-    count_input_lines,
-    read_inputs,
-)
+from ._job_input import InputReader, JobInput, read_inputs
 from ._job_output import (
     FAILED_FINALLY,
     JOB_STOPPING_KINDS,
@@ -44,14 +38,8 @@ from .bulk import exchange_many as _exchange_many
 if TYPE_CHECKING:
     from ._client import SwanAuthClient
 
-__all__ = [
-    "MAX_LINE_BYTES",
-    "JobError",
-    "JobOptions",
-    "JobSummary",
-    "count_input_lines",
-    "run_exchange_job",
-]
+# Internal to the package: nothing here is public.
+__all__: list[str] = []
 
 
 @attrs.frozen

@@ -20,16 +20,8 @@ import attrs
 
 from ._job_output import JobError
 
-__all__ = [
-    "MAX_LINE_BYTES",
-    "InputReader",
-    "JobInput",
-    "LineParser",
-    "code_key",
-    "count_input_lines",
-    "read_inputs",
-    "survey_input",
-]
+# Internal to the package: nothing here is public.
+__all__: list[str] = []
 
 #: A longer input line gets an ``invalid_input`` record and is skipped without being buffered,
 #: so an endless one (``/dev/zero``) cannot fill memory.

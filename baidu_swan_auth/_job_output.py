@@ -22,23 +22,8 @@ from typing import Any
 
 import attrs
 
-__all__ = [
-    "FAILED_FINALLY",
-    "JOB_STOPPING_KINDS",
-    "NO_RECORD",
-    "RECORD_FIELDS",
-    "RETRYABLE_KINDS",
-    "SUCCEEDED",
-    "TO_RETRY",
-    "JobError",
-    "RecordFile",
-    "Scan",
-    "compact",
-    "open_output",
-    "record_status",
-    "remove_stale_temporaries",
-    "scan_records",
-]
+# Internal to the package: nothing here is public.
+__all__: list[str] = []
 
 #: Names a record sets itself: carried input fields never override or shadow them.
 RECORD_FIELDS = frozenset(

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from ._job_input import code_key, survey_input
 from ._job_output import FAILED_FINALLY, SUCCEEDED, JobError, record_status, scan_records
 
-__all__ = ["Resume", "prepare_resume"]
+# Internal to the package: nothing here is public.
+__all__: list[str] = []
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ import attrs
 
 from .crypto import decrypt_user_data
 
-__all__ = ["AttemptEvent", "SessionKey", "mask_code"]
+__all__ = ["AttemptEvent", "SessionKey"]
 
 
 @attrs.frozen

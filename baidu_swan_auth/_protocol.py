@@ -19,20 +19,8 @@ from ._errors import ResponseError, ServiceUnavailableError, error_from_payload
 from ._models import SessionKey
 from ._retry import Disposition, disposition_of_status, parse_retry_after
 
-__all__ = [
-    "FORM_CONTENT_TYPE",
-    "MAX_BODY_BYTES",
-    "AttemptFailure",
-    "Credentials",
-    "Hidden",
-    "RedactedCause",
-    "Redactor",
-    "detach_cause",
-    "interpret_answer",
-    "read_capped_body",
-    "strip_frames",
-    "wire_forms",
-]
+# Internal to the package: nothing here is public.
+__all__: list[str] = []
 
 T = TypeVar("T")
 

@@ -34,15 +34,7 @@ from ._errors import (
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
 
-__all__ = [
-    "Disposition",
-    "RetryBudget",
-    "backoff_wait",
-    "default_backoff",
-    "disposition_of_status",
-    "parse_retry_after",
-    "transport_failure",
-]
+__all__ = ["RetryBudget"]
 
 
 class Disposition(enum.Enum):

@@ -25,7 +25,7 @@ import aiohttp
 import yarl
 from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse, hdrs
 from aiohttp.payload import BytesPayload
-from multidict import MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict
 
 from ._client import SwanAuthClient
 from ._endpoints import (
@@ -33,7 +33,6 @@ from ._endpoints import (
     LEGACY_ENDPOINT,
     check_endpoint,
     is_legacy_url,
-    rewrite_legacy_url,
     warn_legacy_once,
 )
 from ._errors import UsageError
@@ -74,6 +73,47 @@ class LegacyRedirectRefusedError(aiohttp.ClientResponseError):
     redirect pointed by its scheme, host and port only. ``headers`` is None: the ``Location``
     may echo the secret back in its path or query.
     """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # aiohttp's ClientResponseError does not pickle: its request_info holds the request's
+        # headers as a CIMultiDictProxy. Send them as a CIMultiDict and wrap them again.
+        info = self.request_info
+        request = (info.url, info.method, CIMultiDict(info.headers), info.real_url)
+        return (_rebuild_refused, (type(self), request, self.status, self.message))
+
+
+def _rebuild_refused(
+    cls: type[LegacyRedirectRefusedError],
+    request: tuple[yarl.URL, str, CIMultiDict[str], yarl.URL],
+    status: int,
+    message: str,
+) -> LegacyRedirectRefusedError:
+    url, method, headers, real_url = request
+    info = aiohttp.RequestInfo(url, method, CIMultiDictProxy(headers), real_url)
+    return cls(info, (), status=status, message=message)
+
+
+def rewrite_legacy_url(
+    url: str | yarl.URL, *, endpoint: str | yarl.URL = DEFAULT_ENDPOINT
+) -> yarl.URL:
+    """The legacy ``getSessionKeyByCode`` URL becomes ``endpoint`` with the same query; every
+    other URL comes back unchanged.
+
+    Args:
+        url: Any URL.
+        endpoint: Where legacy requests should go.
+
+    Returns:
+        The URL to send the request to.
+    """
+    url = yarl.URL(url)
+    if not is_legacy_url(url):
+        return url
+    target = yarl.URL(endpoint).with_query(None).with_fragment(None)
+    if not url.raw_query_string:
+        return target
+    # Build from the raw text so the query survives byte for byte, however it was encoded.
+    return yarl.URL(f"{target}?{url.raw_query_string}", encoded=True)
 
 
 def legacy_rewrite_middleware(endpoint: str | yarl.URL = DEFAULT_ENDPOINT) -> ClientMiddlewareType:
