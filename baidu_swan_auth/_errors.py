@@ -1,4 +1,4 @@
-"""Every exception the SDK raises, and the mapping from Baidu's answers to them.
+"""Every exception the SDK raises (``_answers`` maps Baidu's answers onto them).
 
 The tree, so a reader sees it before any class::
 
@@ -28,7 +28,6 @@ the AppSecret, a session key, decrypted user data or a whole login code.
 # module (see __init__.py), and typing.get_type_hints() evaluates string annotations in the
 # namespace of that module, which has no `ClassVar`. Evaluated when the class is built, the
 # annotations are objects that need no namespace. tests/test_public_face.py checks it.
-import re
 from typing import Any, ClassVar
 
 __all__ = [
@@ -267,66 +266,3 @@ class MissingDependencyError(SwanAuthError, ImportError):
         self.package = package
 
 
-_ERROR_CLASSES: dict[str, type[ApiError]] = {
-    "invalid_grant": InvalidCodeError,
-    "invalid_client": InvalidClientError,
-    "unauthorized_client": InvalidClientError,
-}
-_ERRNO_KEYS = ("errno", "error_code")
-_MESSAGE_KEYS = ("errmsg", "error_msg", "msg")
-_MAX_TEXT = 300
-# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses.
-_ERRNO_TEXT = re.compile(r"-?[0-9]{1,18}")
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, str) and value:
-        return value[:_MAX_TEXT]
-    return None
-
-
-def _errno(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _ERRNO_TEXT.fullmatch(value):
-        return int(value)
-    return None
-
-
-def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthError | None:
-    """The error a JSON object from Baidu signals, or None when it signals none.
-
-    ``{"error": ..., "error_description": ...}`` is OAuth's shape; a non-zero numeric ``errno`` or
-    ``error_code`` with ``errmsg`` / ``error_msg`` / ``msg`` is the shape of Baidu's other APIs.
-    An empty or zero ``error`` (``null``, ``""``, ``0``, ``false``) signals none; one of another
-    type than a string or a number is a malformed answer, not an error string.
-    """
-    raw_error = payload.get("error")
-    if raw_error:
-        if isinstance(raw_error, bool) or not isinstance(raw_error, str | int):
-            return ResponseError("Baidu's answer has an ill-typed 'error' field", status=status)
-        error = str(raw_error)[:_MAX_TEXT]
-        description = _text(payload.get("error_description"))
-        cls = _ERROR_CLASSES.get(error, ApiError)
-        message = f"Baidu refused the exchange: {error}"
-        if description:
-            message += f" ({description})"
-        # Baidu's gateway sends both shapes at once ({"errno": 10010100, "error": "parameter is
-        # invalid", ...}): the string decides the class, the number is kept.
-        errno = next((number for key in _ERRNO_KEYS if (number := _errno(payload.get(key)))), None)
-        return cls(message, error=error, description=description, status=status, errno=errno)
-    for key in _ERRNO_KEYS:
-        errno = _errno(payload.get(key))
-        if errno:
-            description = next(
-                (text for k in _MESSAGE_KEYS if (text := _text(payload.get(k))) is not None), None
-            )
-            message = f"Baidu refused the exchange: {key} {errno}"
-            if description:
-                message += f" ({description})"
-            return ApiError(
-                message, error=str(errno), description=description, status=status, errno=errno
-            )
-    return None

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
@@ -196,7 +196,8 @@ class _Job:
         try:
             async with contextlib.aclosing(calls) as outcomes:
                 async for outcome in outcomes:
-                    record = self.write(outcome.tag, outcome)
+                    # The tag is the input this job gave with the code.
+                    record = self.write(cast(JobInput, outcome.tag), outcome)
                     if record.get("kind") in JOB_STOPPING_KINDS:
                         # Every other line would be refused the same way: stop at once, the
                         # calls in flight abandoned without records (resume runs them).

@@ -6,9 +6,10 @@ from typing import Any
 
 import attrs
 
-from .crypto import decrypt_user_data
+from ._crypto import decrypt_user_data
+from ._errors import SwanAuthError
 
-__all__ = ["AttemptEvent", "SessionKey"]
+__all__ = ["AttemptEvent", "Outcome", "SessionKey"]
 
 
 @attrs.frozen
@@ -80,3 +81,30 @@ def mask_code(code: str) -> str:
     if len(code) >= 12:
         return f"{code[:4]}...({len(code)})"
     return f"***({len(code)})"
+
+
+@attrs.frozen(repr=False)
+class Outcome:
+    """What became of one input of ``exchange_many``: a result or an error, never both.
+
+    Attributes:
+        code: The code as it was given.
+        tag: The tag given with it (``(tag, code)`` pairs), else None.
+        result: The ``SessionKey`` when the exchange succeeded.
+        error: The ``SwanAuthError`` when it failed.
+    """
+
+    code: object
+    tag: object = None
+    result: SessionKey | None = None
+    error: SwanAuthError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the exchange succeeded."""
+        return self.error is None
+
+    def __repr__(self) -> str:
+        code = mask_code(self.code) if isinstance(self.code, str) else type(self.code).__name__
+        shown = f"result={self.result!r}" if self.error is None else f"error={self.error!r}"
+        return f"Outcome(code={code!r}, tag={self.tag!r}, {shown})"

@@ -8,27 +8,21 @@ A login code is single-use, so every failure falls in one of three classes:
   truncated body, any 5xx but 503). Retrying is worth it, but an ``invalid_grant`` afterwards most
   likely means that earlier attempt spent the code: the call raises ``CodeConsumedError``.
 * **final**: everything else. Retrying cannot help (or would re-send the secret somewhere else).
+
+The policy is pure: no aiohttp, no session. Which failure is which class is decided on the wire
+(``_transport`` for the network's, ``_answers`` for Baidu's); the engine applies the policy.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-import re
-import ssl
 import time
 from collections.abc import Callable
-from datetime import UTC
 from typing import TYPE_CHECKING
-
-import aiohttp
 
 from ._errors import (
     ConfigurationError,
-    ExchangeTimeoutError,
-    ResponseError,
-    SwanAuthError,
-    TransportError,
 )
 
 if TYPE_CHECKING:
@@ -90,81 +84,6 @@ def disposition_of_status(status: int) -> Disposition:
     if status in _SAFE_STATUSES:
         return Disposition.SAFE
     return Disposition.AMBIGUOUS
-
-
-def transport_failure(exc: BaseException) -> tuple[SwanAuthError, Disposition]:
-    """Map an exception raised while talking to Baidu to the SDK's error and its disposition.
-
-    The order of the checks matters: aiohttp's certificate error is a subclass of its connector
-    error, and its connect and read timeouts are subclasses of ``TimeoutError``.
-    """
-    name = type(exc).__name__
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return TransportError(f"TLS failure talking to Baidu: {exc}"), Disposition.FINAL
-    if isinstance(exc, aiohttp.ServerFingerprintMismatch):
-        error = TransportError("Baidu's TLS certificate fingerprint does not match")
-        return error, Disposition.FINAL
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ExchangeTimeoutError("timed out connecting to Baidu"), Disposition.SAFE
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportError(f"could not connect to Baidu ({name})"), Disposition.SAFE
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return ExchangeTimeoutError("timed out reading Baidu's answer"), Disposition.AMBIGUOUS
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ExchangeTimeoutError(f"timed out talking to Baidu ({name})"), Disposition.AMBIGUOUS
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportError("Baidu's answer was cut off"), Disposition.AMBIGUOUS
-    if isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ssl.SSLError):
-        # TLS 1.3 servers send some alerts (a client certificate they demand) only after the
-        # handshake, so they surface as a failed write or read rather than a connector error.
-        return TransportError(f"TLS failure talking to Baidu: {exc.__cause__}"), Disposition.FINAL
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.UploadAbortedError):
-        # ServerDisconnectedError, ClientOSError and resets: a stale keep-alive connection looks
-        # exactly like this, and the request may or may not have been read.
-        return TransportError(f"connection to Baidu lost ({name})"), Disposition.AMBIGUOUS
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return TransportError(f"the proxy refused the request ({exc.status})"), Disposition.FINAL
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return ResponseError(f"Baidu's answer is not valid HTTP ({name})"), Disposition.FINAL
-    if isinstance(exc, TimeoutError):
-        # aiohttp's total timeout, which the client sets to the call's remaining deadline.
-        return ExchangeTimeoutError("the exchange's deadline passed"), Disposition.FINAL
-    return TransportError(f"request to Baidu failed ({name})"), Disposition.FINAL
-
-
-#: Delay-seconds are ASCII digits (RFC 9110); a decimal part is tolerated because real servers
-#: send one. ``float()`` alone would also take "1e3", "infinity", "1_0" and Arabic-Indic digits.
-_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-
-#: Longer waits are all the same to the client (far past ``max_retry_after``); the bound keeps
-#: the value finite for whoever reads ``ServiceUnavailableError.retry_after``.
-LONGEST_RETRY_AFTER = float(2**31)
-
-
-def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None.
-
-    Never raises: an unreadable value is None, an absurd one is capped at
-    ``LONGEST_RETRY_AFTER`` (a date in the past is 0).
-    """
-    if not value:
-        return None
-    value = value.strip()
-    if _DELAY_SECONDS.fullmatch(value):
-        return min(float(value), LONGEST_RETRY_AFTER)
-    import email.utils  # noqa: PLC0415 (rare: most servers send seconds)
-
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        # A year past 9999 or an offset past a day: hostile or broken, never worth a crash.
-        return None
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), LONGEST_RETRY_AFTER)
 
 
 #: Shorter windows make the slot arithmetic overflow (``ttl=1e-320``) and mean nothing anyway.

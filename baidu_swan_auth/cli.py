@@ -14,12 +14,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ._client import ENV_ENDPOINT, SwanAuthClient
+from ._client import SwanAuthClient
 from ._endpoints import check_endpoint
 from ._errors import ConfigurationError
 from ._job import JobOptions, JobSummary, run_exchange_job
 from ._job_input import count_input_lines
 from ._job_output import JobError
+from ._settings import ENV_ENDPOINT
 from ._version import __version__
 
 __all__ = ["main"]

@@ -35,6 +35,7 @@ from baidu_swan_auth import (
     swanid_signature,
     verify_swanid_signature,
 )
+from baidu_swan_auth.crypto import require_cryptography
 from baidu_swan_auth.testing import FakeBaiduServer, encrypt_user_data
 
 from .helpers import traceback_frames
@@ -783,6 +784,24 @@ def test_without_cryptography_decryption_names_the_extra(monkeypatch: pytest.Mon
         assert caught.value.kind == "missing_dependency"
     # The signature needs nothing extra.
     assert len(swanid_signature("a", "s", "i")) == 32
+
+
+def test_require_cryptography_checks_for_the_extra_up_front(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    require_cryptography()  # installed here: nothing to say
+    for name in [name for name in sys.modules if name.split(".")[0] == "cryptography"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "cryptography", None)
+    for call, doing in (
+        (require_cryptography, "decrypting"),
+        (lambda: require_cryptography("encrypting"), "encrypting"),
+    ):
+        with pytest.raises(MissingDependencyError) as caught:
+            call()
+        assert str(caught.value).startswith(f"{doing} user data needs the 'cryptography' package")
+        assert "pip install 'baidu-swan-auth[crypto]'" in str(caught.value)
+        assert caught.value.package == "cryptography"
 
 
 def test_without_cryptography_no_frame_holds_the_session_key(

@@ -22,8 +22,9 @@ from baidu_swan_auth import (
     ServiceUnavailableError,
     SwanAuthClient,
 )
-from baidu_swan_auth._retry import LONGEST_RETRY_AFTER, parse_retry_after
-from baidu_swan_auth.bulk import RateLimiter, current_pace
+from baidu_swan_auth._answers import LONGEST_RETRY_AFTER, parse_retry_after
+from baidu_swan_auth._pacing import current_pace
+from baidu_swan_auth.bulk import RateLimiter
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, RawBody
 
 from .helpers import MakeClient
@@ -167,11 +168,10 @@ async def test_a_backoff_without_a_usable_wait_means_no_retry(
     caplog: pytest.LogCaptureFixture,
     backoff: Any,
 ) -> None:
-    client = make_client(backoff=backoff, timeout=3.0)
+    events: list[Any] = []
+    client = make_client(backoff=backoff, timeout=3.0, on_attempt=events.append)
     code = fake.issue_code()
     fake.script(code, ErrorStatus(503))
-    events: list[Any] = []
-    client._on_attempt = events.append
 
     with pytest.raises(ServiceUnavailableError) as caught:
         await client.exchange(code)

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from baidu_swan_auth import SessionKey, SwanAuthError
-from baidu_swan_auth._protocol import AttemptFailure, Credentials, interpret_answer
+from baidu_swan_auth._answers import interpret_answer
+from baidu_swan_auth._protocol import AttemptFailure, Credentials
 from baidu_swan_auth._retry import Disposition
 
 from .strategies import baidu_like, json_values

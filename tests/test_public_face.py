@@ -114,7 +114,12 @@ TESTING = [
     "main",
 ]
 
-CRYPTO = ["decrypt_user_data", "swanid_signature", "verify_swanid_signature"]
+CRYPTO = [
+    "decrypt_user_data",
+    "require_cryptography",
+    "swanid_signature",
+    "verify_swanid_signature",
+]
 
 PYTEST_PLUGIN = ["fake_baidu", "fake_baidu_env"]
 
@@ -222,8 +227,10 @@ def test_public_classes_report_the_package() -> None:
     assert InvalidCodeError.__module__ == "baidu_swan_auth"
     assert SwanAuthClient.__module__ == "baidu_swan_auth"
     assert repr(RetryBudget) == "<class 'baidu_swan_auth.RetryBudget'>"
-    # RateLimiter and Outcome are defined in the public bulk module, which exports them.
-    assert baidu_swan_auth.RateLimiter.__module__ == "baidu_swan_auth.bulk"
+    # RateLimiter and Outcome live below the client (_pacing, _models) since the house's layers;
+    # the package exports both, and bulk re-exports them.
+    assert baidu_swan_auth.RateLimiter.__module__ == "baidu_swan_auth"
+    assert baidu_swan_auth.Outcome.__module__ == "baidu_swan_auth"
     assert testing.FakeBaiduServer.__module__ == "baidu_swan_auth.testing"
     assert legacy.LegacyRedirectRefusedError.__module__ == "baidu_swan_auth.legacy"
 

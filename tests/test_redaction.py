@@ -15,7 +15,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from baidu_swan_auth import ApiError, InvalidClientError, InvalidCodeError, SwanAuthClient
-from baidu_swan_auth._protocol import AttemptFailure, Credentials, interpret_answer
+from baidu_swan_auth._answers import interpret_answer
+from baidu_swan_auth._protocol import AttemptFailure, Credentials
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer
 
 from .helpers import MakeClient

@@ -19,13 +19,9 @@ from baidu_swan_auth import (
     SwanAuthClient,
     TransportError,
 )
-from baidu_swan_auth._retry import (
-    Disposition,
-    default_backoff,
-    disposition_of_status,
-    parse_retry_after,
-    transport_failure,
-)
+from baidu_swan_auth._answers import parse_retry_after
+from baidu_swan_auth._retry import Disposition, default_backoff, disposition_of_status
+from baidu_swan_auth._transport import transport_failure
 from baidu_swan_auth.testing import (
     Delay,
     Drop,
