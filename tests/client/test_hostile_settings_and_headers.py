@@ -27,8 +27,8 @@ from baidu_swan_auth._pacing import current_pace
 from baidu_swan_auth.bulk import RateLimiter
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, RawBody
 
-from .helpers import MakeClient
-from .strategies import http_dates
+from ..helpers import MakeClient
+from ..strategies import http_dates
 
 ABSURD_DATE = "Mon, 01 Jan 99999999999 00:00:00 GMT"
 

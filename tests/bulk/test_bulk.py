@@ -24,7 +24,7 @@ from baidu_swan_auth import (
 from baidu_swan_auth.bulk import Outcome, RateLimiter, error_label
 from baidu_swan_auth.testing import Delay, Drop, ErrorStatus, FakeBaiduServer
 
-from .helpers import MakeClient
+from ..helpers import MakeClient
 
 
 async def _all(outcomes: AsyncIterator[Outcome]) -> list[Outcome]:

@@ -24,7 +24,7 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import Delay, Drop, ErrorStatus, FakeBaiduServer, RawBody
 
-from .helpers import MakeClient, traceback_frames
+from ..helpers import MakeClient, traceback_frames
 
 BOMB = gzip.compress(b" " * (16 * 2**20))  # 16 MiB of spaces in about 16 KiB
 

@@ -1,9 +1,9 @@
 """The fault matrix: every fault the fake Baidu can script, and the outcome each must give.
 
-`FAULT_MATRIX` is the test's input and, rendered by `render_matrix`, the table in
-docs/errors-and-retries.md between the ``fault-matrix`` markers. Regenerate the docs with
-``python -m tests.test_faults`` after changing the table; `test_the_docs_show_the_matrix` fails
-until they agree.
+`FAULT_MATRIX` is the input of tests/client/test_fault_matrix.py and, rendered by
+`render_matrix`, the table in docs/errors-and-retries.md between the ``fault-matrix`` markers.
+Regenerate the docs with ``python -m tests.fault_matrix`` after changing the table;
+`test_the_docs_show_the_matrix` fails until they agree.
 """
 
 from __future__ import annotations
@@ -412,44 +412,6 @@ def check_row(row: Row, run: RowRun, fake: FakeBaiduServer) -> None:
             assert row.message in str(run.outcome)
     assert run.requests == row.requests
     assert run.waits == pytest.approx(list(row.waits), abs=row.wait_tolerance, rel=0)
-
-
-def _row_id(row: Row) -> str:
-    settings = "".join(f" {name}={value:g}" for name, value in row.settings)
-    return (describe_steps(row) + settings).replace(TIMES, "x")
-
-
-@pytest.mark.parametrize("row", FAULT_MATRIX, ids=_row_id)
-async def test_fault_matrix(row: Row, fake: FakeBaiduServer) -> None:
-    run = await run_row(row, fake)
-    check_row(row, run, fake)
-    # Redirects are never followed: nothing but the endpoint ever saw a request.
-    assert {request.path for request in fake.requests} <= {ENDPOINT_PATH}
-    assert all(request.query_string == "" for request in fake.requests)
-
-
-def test_the_matrix_covers_every_fault_the_fake_has() -> None:
-    import baidu_swan_auth.testing as testing  # noqa: PLC0415
-
-    scripted = {type(step) for row in FAULT_MATRIX for step in row.faults}
-    every = {
-        obj
-        for obj in vars(testing).values()
-        if isinstance(obj, type) and issubclass(obj, Fault) and obj is not Fault
-    }
-    # Arbitrary answers are the fuzz test's (tests/test_fuzz_fake.py), not a fixed row's.
-    missing = every - scripted - {testing.Arbitrary}
-    assert not missing, f"add rows for {sorted(cls.__name__ for cls in missing)}"
-
-
-def test_the_docs_show_the_matrix() -> None:
-    text = DOCS_PAGE.read_text(encoding="utf-8")
-    assert text.count(START_MARKER) == 1
-    assert text.count(END_MARKER) == 1
-    shown = text.split(START_MARKER, 1)[1].split(END_MARKER, 1)[0]
-    assert shown == f"\n{render_matrix()}", (
-        "docs/errors-and-retries.md shows another fault matrix: run python -m tests.test_faults"
-    )
 
 
 # ----------------------------------------------------------------------------------- rendering

@@ -7,7 +7,7 @@ import pytest
 from baidu_swan_auth import TransportError
 from baidu_swan_auth.testing import FakeBaiduServer
 
-from .helpers import MakeClient
+from ..helpers import MakeClient
 
 # Nothing listens there: a request only succeeds if it went through the proxy.
 UNREACHABLE = "http://127.0.0.2:9/oauth/jscode2sessionkey"

@@ -32,8 +32,8 @@ from baidu_swan_auth.testing import (
     Truncated,
 )
 
-from .helpers import RecordingSleep
-from .test_faults import FAULT_MATRIX, Row, check_row, describe_steps, run_row
+from ..fault_matrix import FAULT_MATRIX, Row, check_row, describe_steps, run_row
+from ..helpers import RecordingSleep
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from baidu_swan_auth import (
 from baidu_swan_auth.crypto import require_cryptography
 from baidu_swan_auth.testing import FakeBaiduServer, encrypt_user_data
 
-from .helpers import traceback_frames
+from ..helpers import traceback_frames
 
 # The example of Baidu's log_userdata.md.
 APP_KEY = "y2dTfnWfkx2OXttMEMWlGHoB1KzMogm7"

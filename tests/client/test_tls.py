@@ -11,7 +11,7 @@ from aiohttp import web
 
 from baidu_swan_auth import SwanAuthClient, TransportError
 
-from .helpers import RecordingSleep
+from ..helpers import RecordingSleep
 
 
 @pytest.fixture(scope="module")

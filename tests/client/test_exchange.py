@@ -34,7 +34,7 @@ from baidu_swan_auth.testing import (
     Redirect,
 )
 
-from .helpers import MakeClient, socket_port
+from ..helpers import MakeClient, socket_port
 
 
 async def test_exchange_returns_the_grant(fake: FakeBaiduServer, client: SwanAuthClient) -> None:

@@ -22,8 +22,8 @@ from tenacity import wait_none
 from baidu_swan_auth import AttemptEvent, SessionKey, SwanAuthClient, SwanAuthError
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer
 
-from .helpers import RecordingSleep, traceback_frames
-from .test_faults import FAULT_MATRIX, run_row
+from ..fault_matrix import FAULT_MATRIX, run_row
+from ..helpers import RecordingSleep, traceback_frames
 
 
 async def _echoing_secret_call(fake: FakeBaiduServer) -> SwanAuthError:

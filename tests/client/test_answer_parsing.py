@@ -14,7 +14,7 @@ from baidu_swan_auth._answers import interpret_answer
 from baidu_swan_auth._protocol import AttemptFailure, Credentials
 from baidu_swan_auth._retry import Disposition
 
-from .strategies import baidu_like, json_values
+from ..strategies import baidu_like, json_values
 
 SECRET = "property-secret-value"
 CODE = "property-code-value"

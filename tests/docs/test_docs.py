@@ -7,7 +7,7 @@ from pathlib import Path
 
 import baidu_swan_auth
 
-API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def test_every_public_name_is_in_the_api_reference() -> None:

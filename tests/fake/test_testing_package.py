@@ -1,6 +1,7 @@
 """The shape of ``baidu_swan_auth.testing``: a package of one-job modules over the public face.
 
-Its behaviour is tested in test_fake.py, test_faults.py and test_fuzz_fake.py; this file pins
+Its behaviour is tested in fake/test_fake.py, client/test_fault_matrix.py and
+client/test_fuzzed_answers.py; this file pins
 what its layout promises (issue #10): it imports nothing private of the SDK, no module grows
 long without saying why, each fault carries its own behaviour, and the API reference lists
 every public name.
@@ -20,7 +21,7 @@ import baidu_swan_auth.testing as testing
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, Fault
 
 PACKAGE_DIR = Path(testing.__file__).resolve().parent
-API_PAGE = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 LONG = 400
 
 

@@ -32,7 +32,7 @@ from baidu_swan_auth.legacy import (
 )
 from baidu_swan_auth.testing import Arbitrary, Drop, FakeBaiduServer, Redirect
 
-from .helpers import traceback_frames
+from ..helpers import traceback_frames
 
 LEGACY = "getSessionKeyByCode"  # every deprecation warning of the shim names it
 LEGACY_VARIANTS = [

@@ -30,8 +30,8 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer, Fault
 
-from .helpers import RecordingSleep
-from .test_faults import FAULT_MATRIX, MATRIX_CLIENT, Row, resolve
+from ..fault_matrix import FAULT_MATRIX, MATRIX_CLIENT, Row, resolve
+from ..helpers import RecordingSleep
 
 STORM_CALLS = 4000
 STORM_CONCURRENCY = 300

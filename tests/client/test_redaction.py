@@ -19,7 +19,7 @@ from baidu_swan_auth._answers import interpret_answer
 from baidu_swan_auth._protocol import AttemptFailure, Credentials
 from baidu_swan_auth.testing import ErrorStatus, FakeBaiduServer
 
-from .helpers import MakeClient
+from ..helpers import MakeClient
 
 SECRET = "s/cr+t=&%@ secret é"
 CODE = "user@open-source/host+code=1&2"

@@ -55,7 +55,7 @@ from baidu_swan_auth.testing import FakeBaiduServer
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SETTINGS_PAGE = ROOT / "docs" / "how-to" / "testing.md"
 ENV_VARS = ("BAIDU_SWAN_CLIENT_ID", "BAIDU_SWAN_SECRET", "BAIDU_SWAN_ENDPOINT")

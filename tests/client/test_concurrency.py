@@ -19,7 +19,7 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import Delay, ErrorStatus, FakeBaiduServer
 
-from .helpers import MakeClient
+from ..helpers import MakeClient
 
 
 async def test_sequential_exchanges_reuse_one_connection(

@@ -39,7 +39,7 @@ from tenacity import wait_none
 
 from baidu_swan_auth import SwanAuthClient, SwanAuthError
 
-from .helpers import traceback_frames
+from ..helpers import traceback_frames
 
 #: Characters that percent-encoding changes, and some that it keeps.
 NASTY = st.text(alphabet="aZ09/+=&%@ ?#:;~.-_é中", min_size=6, max_size=16)

@@ -16,7 +16,7 @@ from baidu_swan_auth import (
 )
 from baidu_swan_auth.testing import Drop, ErrorStatus, FakeBaiduServer, RawBody
 
-from .helpers import MakeClient
+from ..helpers import MakeClient
 
 
 async def test_one_debug_line_per_attempt(

@@ -1,7 +1,7 @@
 """Fuzzing over real HTTP: whatever status, headers and body the fake answers with, a call gives a
 ``SessionKey`` or a ``SwanAuthError``, never anything else.
 
-tests/test_parsing_properties.py fuzzes the parser alone; this drives the whole client (aiohttp's
+tests/client/test_answer_parsing.py fuzzes the parser alone; this drives the whole client (aiohttp's
 parser, decompression, the body cap, retries, the pool) against
 [`Arbitrary`][baidu_swan_auth.testing.Arbitrary] answers. One fake on its own thread, one event loop
 and one client serve every example, so the pool sees every kind of garbage in a row.
@@ -26,8 +26,8 @@ from tenacity import wait_none
 from baidu_swan_auth import RetryBudget, SessionKey, SwanAuthClient, SwanAuthError
 from baidu_swan_auth.testing import Arbitrary, FakeBaiduServer
 
-from .helpers import RecordingSleep
-from .strategies import baidu_like, json_values
+from ..helpers import RecordingSleep
+from ..strategies import baidu_like, json_values
 
 MAX_ATTEMPTS = 4
 SECRET = "fuzz-secret-never-shown-0123"

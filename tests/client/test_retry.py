@@ -31,7 +31,7 @@ from baidu_swan_auth.testing import (
     Truncated,
 )
 
-from .helpers import MakeClient, RecordingSleep, socket_port
+from ..helpers import MakeClient, RecordingSleep, socket_port
 
 
 @pytest.mark.parametrize("status", [429, 503, 500, 502, 504])
