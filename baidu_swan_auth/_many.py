@@ -112,6 +112,7 @@ class _Stream:
         self.next_input: asyncio.Future[Any] | None = None
         self.exhausted = False
         self.input_error: BaseException | None = None
+        self.dropped_input: asyncio.Future[Any] | None = None  # cancelled by a stop, on purpose
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wakeup: asyncio.Future[None] | None = None
 
@@ -133,6 +134,7 @@ class _Stream:
     def _stop_taking_input(self) -> None:
         self.exhausted = True
         if self.next_input is not None:
+            self.dropped_input = self.next_input
             self.next_input.cancel()
         for task in self.running:
             if task not in self.sent:
@@ -141,6 +143,11 @@ class _Stream:
     def _take_input(self, future: asyncio.Future[Any]) -> None:
         self.next_input = None
         if future.cancelled():
+            if future is not self.dropped_input:
+                # The input itself failed with a cancellation (it awaited something somebody
+                # cancelled): an error like any other, not the end of the input.
+                self.exhausted = True
+                self.input_error = asyncio.CancelledError()
             return
         error = future.exception()
         if isinstance(error, StopAsyncIteration):

@@ -187,7 +187,7 @@ def _report(summary: JobSummary, signum: int | None, options: JobOptions) -> int
     if summary.output_error is not None:
         _say(
             f"{_PREFIX}cannot write {options.output}: {summary.output_error}; the records in "
-            "it are whole: make room, then run again with --resume"
+            "it are whole: fix that (free space, permissions), then run again with --resume"
         )
     if summary.input_error is not None:
         _say(

@@ -371,3 +371,28 @@ async def test_cancelling_one_call_gives_that_input_an_outcome_and_the_rest_go_o
     assert second.error.code_may_be_spent
     with pytest.raises(StopAsyncIteration):
         await anext(outcomes)
+
+
+async def test_an_input_that_fails_with_a_cancellation_is_an_error_not_the_end(
+    fake: FakeBaiduServer, client: SwanAuthClient
+) -> None:
+    first, never = fake.issue_code(), fake.issue_code()
+
+    async def rows() -> AsyncIterator[str]:
+        yield first
+        fetch = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        fetch.cancel()  # somebody cancels what the input waits for
+        yield await fetch  # type: ignore[misc]
+        yield never
+
+    seen: list[Outcome] = []
+
+    async def collect() -> None:
+        async for outcome in client.exchange_many(rows(), concurrency=1):
+            seen.append(outcome)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(collect())
+    assert [outcome.code for outcome in seen] == [first]
+    assert fake.requests_for(never) == []
