@@ -18,8 +18,8 @@ import yarl
 
 from ._endpoints import DEFAULT_ENDPOINT
 from ._engine import AttemptHook, Engine, Sleep
-from ._errors import ClientClosedError, SwanAuthError, UsageError
-from ._flight import Flight, interrupt, join
+from ._flight import Flight, join
+from ._lifecycle import SessionHolder
 from ._many import exchange_many
 from ._models import Outcome, SessionKey
 from ._operations import CodeExchange
@@ -29,7 +29,6 @@ from ._retry import RetryBudget, default_backoff
 from ._settings import (
     MAX_CODE_BYTES,
     SessionSettings,
-    borrowed_proxy_forms,
     check_code,
     check_credential,
     check_hooks,
@@ -116,7 +115,7 @@ class SwanAuthClient:
         self._credentials = Credentials(client_id, secret)
         self._url = configured_endpoint(endpoint, allow_insecure_http)
         self._exchange = CodeExchange(self._url, self._credentials)
-        self._session_settings = SessionSettings(
+        session_settings = SessionSettings(
             session=session,
             pool_size=pool_size,
             proxy=proxy,
@@ -125,6 +124,7 @@ class SwanAuthClient:
             trace_configs=trace_configs,
             allow_insecure_http=allow_insecure_http,
         )
+        self._holder = SessionHolder(session, session_settings, self._url, self._credentials)
         check_hooks(on_attempt=on_attempt, backoff=backoff, sleep=sleep, retry_budget=retry_budget)
         self._coalesce = coalesce
         self._engine = Engine(
@@ -137,15 +137,9 @@ class SwanAuthClient:
             budget=retry_budget if retry_budget is not None else RetryBudget(),
             sleep=sleep if sleep is not None else asyncio.sleep,
             on_attempt=on_attempt,
-            session_closed_error=self._session_closed_error,
+            session_closed_error=self._holder.closed_error,
         )
 
-        self._session = session
-        self._owns_session = session is None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-        self._closing: asyncio.Future[None] | None = None
-        self._hid_session_proxy = False
         self._flights: dict[object, Flight[SessionKey]] = {}
 
     @classmethod
@@ -172,7 +166,7 @@ class SwanAuthClient:
     @property
     def closed(self) -> bool:
         """Whether ``aclose()`` was called."""
-        return self._closed
+        return self._holder.closed
 
     @property
     def retry_budget(self) -> RetryBudget:
@@ -180,13 +174,13 @@ class SwanAuthClient:
         return self._engine.budget
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._holder.closed else "open"
         return f"<SwanAuthClient client_id={self.client_id!r} endpoint={str(self._url)!r} {state}>"
 
     # -- session ownership -------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._bind(asyncio.get_running_loop())
+        self._holder.bind(asyncio.get_running_loop())
         return self
 
     async def __aexit__(
@@ -197,57 +191,12 @@ class SwanAuthClient:
     ) -> None:
         await self.aclose()
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
-        """The session to use from ``loop``, created on first use inside it."""
-        if self._closed:
-            raise ClientClosedError("the SwanAuthClient is closed")
-        if self._loop is None:
-            # aiohttp keeps the loop a session belongs to private; a session from another loop
-            # would hang rather than fail, so it is checked once here.
-            session_loop = getattr(self._session, "_loop", loop)
-            if session_loop is not loop:
-                raise UsageError(
-                    "the aiohttp session passed to SwanAuthClient belongs to another event loop"
-                )
-            self._loop = loop
-        elif self._loop is not loop:
-            raise UsageError(
-                "this SwanAuthClient belongs to another event loop; create one client per event "
-                "loop and per process (never share one across a fork)"
-            )
-        if self._session is None:
-            self._session = self._session_settings.new_session(self._url, self._credentials)
-        elif not self._owns_session and not self._hid_session_proxy:
-            # A borrowed session's proxy password is blanked as the client's own would be.
-            self._hid_session_proxy = True
-            self._credentials.hide_also(borrowed_proxy_forms(self._session))
-        return self._session
-
     async def aclose(self) -> None:
         """Close the client: calls in flight and later calls fail with ``ClientClosedError``.
 
         The session is closed too when the client created it; a session you passed is left open.
         """
-        if self._closing is not None:
-            # Another aclose() is under way (or done): return when the session really is closed.
-            await asyncio.shield(self._closing)
-            return
-        running = asyncio.get_running_loop()
-        if self._loop is not None and self._loop is not running:
-            raise UsageError("close the SwanAuthClient from the event loop it was used in")
-        self._closed = True
-        self._closing = running.create_future()
-        self._engine.closed = True
-        try:
-            await interrupt(self._flights.values(), running)
-        finally:
-            # Even when aclose() itself is cancelled (a framework's shutdown timeout), the
-            # session it owns gets closed; a later aclose() waits for this.
-            try:
-                if self._owns_session and self._session is not None:
-                    await asyncio.shield(self._session.close())
-            finally:
-                self._closing.set_result(None)
+        await self._holder.aclose(self._engine, self._flights.values())
 
     # -- the exchange ------------------------------------------------------------------------
 
@@ -289,9 +238,10 @@ class SwanAuthClient:
         ):
             check_code(code)
         loop = asyncio.get_running_loop()
-        session = self._session
-        if loop is not self._loop or session is None or self._closed:
-            session = self._bind(loop)
+        holder = self._holder
+        session = holder.session
+        if loop is not holder.loop or session is None or holder.closed:
+            session = holder.bind(loop)
         engine = self._engine
         # self._flights is not copied into a local: error trackers record the locals of a failed
         # call's frames, and that dict holds the codes of every other call in flight.
@@ -322,7 +272,7 @@ class SwanAuthClient:
                 max_attempts,
             )
         except asyncio.CancelledError as cancelled:
-            replacement = flight.cancelled(cancelled, self._session_closed_error)
+            replacement = flight.cancelled(cancelled, holder.closed_error)
             if replacement is None:
                 raise
             raise replacement from None
@@ -375,8 +325,3 @@ class SwanAuthClient:
                 ``items`` is not iterable or is a single ``str`` or ``bytes`` (pass ``[code]``).
         """
         return exchange_many(self.exchange, items, concurrency=concurrency, rate=rate)
-
-    def _session_closed_error(self) -> SwanAuthError:
-        if self._closed or self._owns_session:
-            return ClientClosedError("the SwanAuthClient was closed during the call")
-        return UsageError("the aiohttp session passed to SwanAuthClient is closed")

@@ -139,8 +139,8 @@ async def test_aclose_cancelled_midway_still_closes_the_session(
         await closing
     await client.aclose()  # returns once the session really is closed
 
-    assert client._session is not None
-    assert client._session.closed
+    assert client._holder.session is not None
+    assert client._holder.session.closed
     with pytest.raises(SwanAuthError):
         await call
 
@@ -151,8 +151,8 @@ async def test_concurrent_acloses_all_wait_for_the_session(
     client = make_client()
     await client.exchange(fake.issue_code())
     await asyncio.gather(client.aclose(), client.aclose(), client.aclose())
-    assert client._session is not None
-    assert client._session.closed
+    assert client._holder.session is not None
+    assert client._holder.session.closed
 
 
 @pytest.fixture

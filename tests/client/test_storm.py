@@ -77,7 +77,7 @@ async def _bounded(calls: list[Callable[[], Awaitable[object]]], limit: int) -> 
 def _acquired_connections(client: SwanAuthClient) -> int:
     # aiohttp has no public count of the connections a connector has handed out; its
     # private set is the only view of a connection that was never given back.
-    session = client._session
+    session = client._holder.session
     assert session is not None
     connector = session.connector
     assert connector is not None
