@@ -24,17 +24,20 @@ from ._errors import (
     ResponseError,
     ServiceUnavailableError,
     SwanAuthError,
+    TokenRejectedError,
     TransportError,
     UsageError,
 )
-from ._models import AttemptEvent, SessionKey
+from ._models import AccessToken, AttemptEvent, SessionKey
 from ._retry import RetryBudget
+from ._tokens import MemoryTokenStore, TokenLock, TokenStore
 from ._version import __version__
 from .bulk import Outcome, RateLimiter
 from .crypto import decrypt_user_data, swanid_signature, verify_swanid_signature
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "AccessToken",
     "ApiError",
     "AttemptEvent",
     "ClientClosedError",
@@ -45,6 +48,7 @@ __all__ = [
     "InvalidClientError",
     "InvalidCodeError",
     "InvalidInputError",
+    "MemoryTokenStore",
     "MissingDependencyError",
     "Outcome",
     "RateLimiter",
@@ -54,6 +58,9 @@ __all__ = [
     "SessionKey",
     "SwanAuthClient",
     "SwanAuthError",
+    "TokenLock",
+    "TokenRejectedError",
+    "TokenStore",
     "TransportError",
     "UsageError",
     "__version__",

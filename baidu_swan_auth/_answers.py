@@ -23,7 +23,7 @@ from ._errors import (
     SwanAuthError,
 )
 from ._models import SessionKey
-from ._protocol import MAX_BODY_BYTES, AttemptFailure, Credentials
+from ._protocol import MAX_BODY_BYTES, AttemptFailure, Credentials, Redactor
 from ._retry import Disposition, disposition_of_status
 
 __all__: list[str] = []
@@ -90,7 +90,9 @@ def _errno(value: object) -> int | None:
     return None
 
 
-def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthError | None:
+def error_from_payload(
+    payload: dict[str, Any], status: int | None, call: str = "exchange"
+) -> SwanAuthError | None:
     """The error a JSON object from Baidu signals, or None when it signals none.
 
     ``{"error": ..., "error_description": ...}`` is OAuth's shape; a non-zero numeric ``errno`` or
@@ -105,7 +107,7 @@ def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthE
         error = str(raw_error)[:_MAX_TEXT]
         description = _text(payload.get("error_description"))
         cls = _ERROR_CLASSES.get(error, ApiError)
-        message = f"Baidu refused the exchange: {error}"
+        message = f"Baidu refused the {call}: {error}"
         if description:
             message += f" ({description})"
         # Baidu's gateway sends both shapes at once ({"errno": 10010100, "error": "parameter is
@@ -118,7 +120,7 @@ def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthE
             description = next(
                 (text for k in _MESSAGE_KEYS if (text := _text(payload.get(k))) is not None), None
             )
-            message = f"Baidu refused the exchange: {key} {errno}"
+            message = f"Baidu refused the {call}: {key} {errno}"
             if description:
                 message += f" ({description})"
             return ApiError(
@@ -127,7 +129,7 @@ def error_from_payload(payload: dict[str, Any], status: int | None) -> SwanAuthE
     return None
 
 
-def _json_object(body: bytes | None) -> dict[str, Any] | None:
+def json_object(body: bytes | None) -> dict[str, Any] | None:
     if body is None:
         return None
     try:
@@ -150,7 +152,7 @@ def interpret_answer(
     ``body`` is None when the answer was too large to read.
     """
     if status == 200:
-        payload = _json_object(body)
+        payload = json_object(body)
         if payload is not None and (
             # One rule decides success and failure: benign fields ("errno": 0, "error": null)
             # must not turn a spent code's good answer into an error.
@@ -160,7 +162,14 @@ def interpret_answer(
             key = _session_key(payload)
             if key is not None:
                 return key
-    raise _failure(status, headers, body, credentials, code)
+    raise failure_of(
+        status,
+        headers,
+        body,
+        credentials.redactor(code),
+        credentials.redactor(),
+        "Baidu's answer lacks a non-empty openid or session_key",
+    )
 
 
 def _session_key(payload: dict[str, Any]) -> SessionKey | None:
@@ -189,9 +198,9 @@ _KNOWN_ERRORS = frozenset(
 )
 
 
-def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> dict[str, Any]:
-    everything = credentials.redactor(code)
-    secret_only = credentials.redactor()
+def _redacted(
+    payload: dict[str, Any], everything: Redactor, secret_only: Redactor
+) -> dict[str, Any]:
     redacted: dict[str, Any] = {}
     for key, value in payload.items():
         if isinstance(value, str):
@@ -206,16 +215,21 @@ def _redacted(payload: dict[str, Any], credentials: Credentials, code: str) -> d
     return redacted
 
 
-def _failure(
+def failure_of(
     status: int,
     headers: CIMultiDictProxy[str],
     body: bytes | None,
-    credentials: Credentials,
-    code: str,
+    everything: Redactor,
+    secret_only: Redactor,
+    lacking: str,
+    call: str = "exchange",
 ) -> AttemptFailure:
-    payload = _json_object(body)
+    """What an answer that is not a result signals: ``everything`` blanks what the request sent
+    (the secret, the code, a token), ``secret_only`` what may be blanked in Baidu's own error
+    strings; ``lacking`` says what a 200 without an error lacked."""
+    payload = json_object(body)
     if payload is not None:
-        payload = _redacted(payload, credentials, code)
+        payload = _redacted(payload, everything, secret_only)
     if 300 <= status < 400:
         error = ResponseError(
             f"Baidu answered with a redirect (HTTP {status}); redirects are never followed "
@@ -225,7 +239,7 @@ def _failure(
         return AttemptFailure(error, Disposition.FINAL, status=status)
     if status == 429 or status >= 500:
         # Judged by the status whatever the body says: gateways put JSON error bodies on them too.
-        signalled = error_from_payload(payload, status) if payload is not None else None
+        signalled = error_from_payload(payload, status, call) if payload is not None else None
         return _unavailable(status, headers, signalled, disposition_of_status(status))
     if body is None:
         error = ResponseError(
@@ -236,7 +250,7 @@ def _failure(
     if payload is None:
         error = ResponseError(f"Baidu's answer (HTTP {status}) is not a JSON object", status=status)
         return AttemptFailure(error, Disposition.FINAL, status=status)
-    signalled = error_from_payload(payload, status)
+    signalled = error_from_payload(payload, status, call)
     if signalled is not None:
         if signalled.error == "slow_down":
             return _unavailable(status, headers, signalled, Disposition.SAFE)
@@ -244,9 +258,7 @@ def _failure(
     if status != 200:
         error = ResponseError(f"Baidu answered HTTP {status} without an error body", status=status)
     else:
-        error = ResponseError(
-            "Baidu's answer lacks a non-empty openid or session_key", status=status
-        )
+        error = ResponseError(lacking, status=status)
     return AttemptFailure(error, Disposition.FINAL, status=status)
 
 

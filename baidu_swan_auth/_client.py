@@ -1,4 +1,4 @@
-"""``SwanAuthClient``: the public face of the exchange.
+"""``SwanAuthClient``: the public face of the exchange and of the access-token calls.
 
 It checks its settings (``_settings``), owns its aiohttp session and its closing, and hands each
 call to the engine (``_engine``) as an operation (``_operations``), with single-flight of
@@ -9,37 +9,43 @@ from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import yarl
 
-from ._endpoints import DEFAULT_ENDPOINT
+from ._endpoints import DEFAULT_ENDPOINT, DEFAULT_OPENAPI_URL
 from ._engine import AttemptHook, Engine, Sleep
-from ._flight import Flight, join
+from ._flight import Flight, flown, join
 from ._lifecycle import SessionHolder
 from ._many import exchange_many
-from ._models import Outcome, SessionKey
-from ._operations import CodeExchange
+from ._models import AccessToken, Outcome, SessionKey
+from ._operations import CodeExchange, Operation
 from ._pacing import RateLimiter
 from ._protocol import Credentials
 from ._retry import RetryBudget, default_backoff
 from ._settings import (
+    API_V1,
+    API_V2,
     MAX_CODE_BYTES,
     SessionSettings,
     check_code,
     check_credential,
     check_hooks,
+    checked_api,
     checked_attempts,
     configured_endpoint,
     credentials_from_environment,
     positive_number,
 )
+from ._token_calls import TokenCalls
 
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
+
+    from ._tokens import TokenStore
 
 __all__ = ["SwanAuthClient"]
 
@@ -84,6 +90,14 @@ class SwanAuthClient:
         max_retry_after: The longest ``Retry-After`` (seconds) honoured; a longer one ends the call.
         retry_budget: A ``RetryBudget`` to draw retries from (default: one per client).
         sleep: The coroutine function used to wait between attempts (tests inject their own).
+        api: ``"jscode2sessionkey"`` (v1: the AppSecret goes with each code) or
+            ``"getsessionkey"`` (v2: an access token goes with each code). Either gives the
+            same ``SessionKey``; see the access-token how-to for the differences.
+        openapi_url: The base URL of the access-token APIs (the token, v2 ``getsessionkey``,
+            ``getunionid``), under the same https rule as ``endpoint``.
+        token_store: Where access tokens are kept: a
+            [`RedisTokenStore`][baidu_swan_auth.redis.RedisTokenStore] shares one token between
+            the processes of a fleet. Default: a ``MemoryTokenStore`` of this client's own.
     """
 
     def __init__(
@@ -109,12 +123,14 @@ class SwanAuthClient:
         max_retry_after: float = 30.0,
         retry_budget: RetryBudget | None = None,
         sleep: Sleep | None = None,
+        api: str = API_V1,
+        openapi_url: str | yarl.URL = DEFAULT_OPENAPI_URL,
+        token_store: TokenStore | None = None,
     ) -> None:
         check_credential("client_id", client_id)
         check_credential("secret", secret)
         self._credentials = Credentials(client_id, secret)
         self._url = configured_endpoint(endpoint, allow_insecure_http)
-        self._exchange = CodeExchange(self._url, self._credentials)
         session_settings = SessionSettings(
             session=session,
             pool_size=pool_size,
@@ -125,6 +141,7 @@ class SwanAuthClient:
             allow_insecure_http=allow_insecure_http,
         )
         self._holder = SessionHolder(session, session_settings, self._url, self._credentials)
+        self._api = checked_api(api)
         check_hooks(on_attempt=on_attempt, backoff=backoff, sleep=sleep, retry_budget=retry_budget)
         self._coalesce = coalesce
         self._engine = Engine(
@@ -140,12 +157,25 @@ class SwanAuthClient:
             session_closed_error=self._holder.closed_error,
         )
 
-        self._flights: dict[object, Flight[SessionKey]] = {}
+        self._flights: dict[object, Flight[Any]] = {}
+        self._token_calls = TokenCalls(
+            openapi_url, allow_insecure_http, self._credentials, token_store, self._engine,
+            self._holder,
+        )
+        # The exchange's runner and operation: v1's go straight to the engine; v2's take a token
+        # first. Chosen once, so that the hot path does not ask.
+        self._run: Callable[..., Awaitable[SessionKey]]
+        self._exchange: Operation[Any, SessionKey]
+        if self._api == API_V2:
+            self._run, self._exchange = self._token_calls.run, self._token_calls.session_key
+        else:
+            self._run, self._exchange = self._engine.run, CodeExchange(self._url, self._credentials)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
         """Build a client from ``BAIDU_SWAN_CLIENT_ID``, ``BAIDU_SWAN_SECRET`` and the optional
-        ``BAIDU_SWAN_ENDPOINT``; other settings are passed through as keyword arguments.
+        ``BAIDU_SWAN_ENDPOINT``, ``BAIDU_SWAN_API`` and ``BAIDU_SWAN_OPENAPI_URL``; other
+        settings are passed through as keyword arguments (and win over the environment).
 
         Raises:
             ConfigurationError: a required variable is missing or empty (the message names it).
@@ -162,6 +192,16 @@ class SwanAuthClient:
     def endpoint(self) -> yarl.URL:
         """The URL codes are exchanged at."""
         return self._url
+
+    @property
+    def api(self) -> str:
+        """The exchange API: ``"jscode2sessionkey"`` (v1) or ``"getsessionkey"`` (v2)."""
+        return self._api
+
+    @property
+    def token_store(self) -> TokenStore:
+        """Where this client's access tokens are kept."""
+        return self._token_calls.tokens.store
 
     @property
     def closed(self) -> bool:
@@ -196,7 +236,9 @@ class SwanAuthClient:
 
         The session is closed too when the client created it; a session you passed is left open.
         """
-        await self._holder.aclose(self._engine, self._flights.values())
+        await self._holder.aclose(
+            self._engine, self._flights.values(), self._token_calls.tokens.aclose
+        )
 
     # -- the exchange ------------------------------------------------------------------------
 
@@ -219,10 +261,11 @@ class SwanAuthClient:
 
         Raises:
             InvalidInputError: The code is empty, over 1 KiB or contains control characters.
-            InvalidCodeError: Baidu says the code is invalid, expired or already used.
-            CodeConsumedError: As above, after an earlier attempt may have spent the code.
+            InvalidCodeError: Baidu says the code is invalid, expired or already used (v1).
+            CodeConsumedError: As above, after an earlier attempt may have spent the code (v1).
             InvalidClientError: Baidu refuses the AppKey or AppSecret.
-            ApiError: Any other error Baidu answered with.
+            TokenRejectedError: Baidu refused the access token, and a fresh one too (v2).
+            ApiError: Any other error Baidu answered with (on v2, ``errno`` says which).
             ServiceUnavailableError: Baidu stayed overloaded or broken.
             TransportError: The connection kept failing.
             ExchangeTimeoutError: The deadline passed.
@@ -248,12 +291,10 @@ class SwanAuthClient:
         key: object = code if self._coalesce else object()
         flight = self._flights.get(key)
         if timeout is None and max_attempts is None:
-            timeout, first_attempt_timeout = engine.timeout, engine.first_attempt_timeout
+            timeout, attempt_timeout = engine.timeout, engine.first_attempt_timeout
             max_attempts = engine.max_attempts
         else:
-            timeout, first_attempt_timeout, max_attempts = engine.settings_for(
-                timeout, max_attempts
-            )
+            timeout, attempt_timeout, max_attempts = engine.settings_for(timeout, max_attempts)
         if flight is not None:
             # The shared request runs with the first caller's settings; this caller's timeout
             # bounds its own wait.
@@ -261,15 +302,8 @@ class SwanAuthClient:
         flight = Flight(asyncio.current_task())
         self._flights[key] = flight
         try:
-            result = await engine.run(
-                session,
-                loop,
-                self._exchange,
-                code,
-                flight,
-                timeout,
-                first_attempt_timeout,
-                max_attempts,
+            result: SessionKey = await self._run(
+                session, loop, self._exchange, code, flight, timeout, attempt_timeout, max_attempts
             )
         except asyncio.CancelledError as cancelled:
             replacement = flight.cancelled(cancelled, holder.closed_error)
@@ -286,6 +320,53 @@ class SwanAuthClient:
         finally:
             del self._flights[key]
             flight.finish()
+
+    async def access_token(self, *, timeout: float | None = None) -> AccessToken:
+        """The app's access token for Baidu's OpenAPI: cached, renewed before it expires, and
+        fetched once however many calls need it at the same moment.
+
+        Args:
+            timeout: Seconds to wait for a token (default: the client's ``timeout``).
+
+        Raises:
+            InvalidClientError: Baidu refuses the AppKey or AppSecret.
+            ExchangeTimeoutError: No token came within ``timeout``.
+            ServiceUnavailableError, TransportError, ResponseError: As for ``exchange()``.
+            ClientClosedError: The client was closed before or during the call.
+        """
+        seconds, _, _ = self._engine.settings_for(timeout, None)
+        self._holder.bind(asyncio.get_running_loop())
+        return await self._token_calls.tokens.get(seconds)
+
+    async def unionid(
+        self, openid: str, *, timeout: float | None = None, max_attempts: int | None = None
+    ) -> str:
+        """The user's unionid (the same for every mini program of one developer account).
+
+        Works with either ``api``; it needs an access token, fetched as ``access_token()`` does.
+
+        Args:
+            openid: The user's openid in this mini program.
+            timeout: This call's deadline in seconds (default: the client's ``timeout``).
+            max_attempts: This call's attempts, the first included (default: the client's).
+
+        Raises:
+            InvalidInputError: The openid is empty, over 1 KiB or contains control characters.
+            ApiError: Baidu answered with an error; ``errno`` says which.
+            TokenRejectedError: Baidu refused the access token, and a fresh one too.
+            ServiceUnavailableError, TransportError, ExchangeTimeoutError, ResponseError,
+                ClientClosedError: As for ``exchange()``.
+        """
+        check_code(openid, "openid")
+        loop = asyncio.get_running_loop()
+        session = self._holder.bind(loop)
+        seconds, attempt_timeout, attempts = self._engine.settings_for(timeout, max_attempts)
+        flight = Flight[str](asyncio.current_task())
+        calls = self._token_calls
+        lookup = calls.run(
+            session, loop, calls.unionid, openid, flight, seconds, attempt_timeout, attempts
+        )
+        return await flown(self._flights, flight, lookup, self._holder.closed_error)
 
     def exchange_many(
         self,

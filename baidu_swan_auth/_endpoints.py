@@ -19,6 +19,7 @@ from ._errors import ConfigurationError
 __all__ = ["DEFAULT_ENDPOINT", "LEGACY_ENDPOINT"]
 
 DEFAULT_ENDPOINT = "https://spapi.baidu.com/oauth/jscode2sessionkey"
+DEFAULT_OPENAPI_URL = "https://openapi.baidu.com"
 LEGACY_ENDPOINT = "https://openapi.baidu.com/nalogin/getSessionKeyByCode"
 
 _LEGACY_HOST = "openapi.baidu.com"
@@ -99,6 +100,7 @@ def check_endpoint(
     allow_insecure_http: bool,
     *,
     insecure_hint: str = "pass allow_insecure_http=True",
+    name: str = "endpoint",
 ) -> yarl.URL:
     """The endpoint as a URL, or ``ConfigurationError`` when the secret would not be safe there.
 
@@ -108,19 +110,29 @@ def check_endpoint(
         url = yarl.URL(endpoint)
         host = url.host  # decoding an IDNA host can fail, and only here
     except (TypeError, ValueError) as exc:  # UnicodeError included
-        raise ConfigurationError(f"endpoint is not a URL: {exc}") from None
+        raise ConfigurationError(f"{name} is not a URL: {exc}") from None
     if url.scheme not in ("https", "http") or not host:
-        raise ConfigurationError("endpoint must be an absolute https:// URL")
+        raise ConfigurationError(f"{name} must be an absolute https:// URL")
     if url.user or url.password:
-        raise ConfigurationError("endpoint must not carry credentials")
+        raise ConfigurationError(f"{name} must not carry credentials")
     if url.query_string:
-        raise ConfigurationError("endpoint must not carry a query string")
+        raise ConfigurationError(f"{name} must not carry a query string")
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(host):
         raise ConfigurationError(
-            f"refusing plain http:// to {host}: the AppSecret would travel in clear text; "
+            f"refusing plain http:// to {host}"
+            f"{'' if name == 'endpoint' else f' ({name})'}: the AppSecret would travel in clear "
+            "text; "
             f"use https://, or {insecure_hint} if you really mean it"
         )
     return url
+
+
+def openapi_url(base: str | yarl.URL, allow_insecure_http: bool, path: str) -> yarl.URL:
+    """The URL of one OpenAPI call under ``base`` (``openapi_url``), checked like an endpoint."""
+    url = check_endpoint(base, allow_insecure_http, name="openapi_url")
+    if url.fragment:
+        raise ConfigurationError("openapi_url must not carry a fragment")
+    return url.with_path(url.path.rstrip("/") + path)
 
 
 def _is_loopback(host: str) -> bool:

@@ -124,7 +124,7 @@ class Engine:
         started = attempt_started = loop.time()
         self.budget.deposit()
         flight.attempts = attempt = 1
-        may_have_spent = False
+        may_have_spent = renewed = False
         while True:
             try:
                 result = await self._attempt(session, operation, request, attempt_timeout)
@@ -133,9 +133,8 @@ class Engine:
             else:
                 if self.on_attempt is not None or logger.isEnabledFor(logging.DEBUG):
                     elapsed = loop.time() - attempt_started
-                    self._report(
-                        operation.shown(request), attempt, "ok", 200, elapsed, None, "success", None
-                    )
+                    shown = operation.shown(request)
+                    self._report(operation, shown, attempt, "ok", 200, elapsed, None, "success")
                 return result
             # From here on, the slow path: a retry's bookkeeping. Outside the except block, so the
             # error the call raises does not drag the AttemptFailure (and the frames that parsed
@@ -144,8 +143,21 @@ class Engine:
             elapsed = now - attempt_started
             may_have_spent |= failure.disposition is Disposition.AMBIGUOUS
             deadline = started + timeout
-            reason, wait = self._plan_retry(failure, attempt, max_attempts, deadline - now, elapsed)
+            renewal = None
+            if failure.stale_token and not renewed:
+                renewal = operation.renewed(request, deadline - now)
+            wait: float | None
+            if renewal is not None:
+                # Baidu refused the access token before the service saw the request: one more
+                # attempt with a fresh token, at once, outside max_attempts and the budget.
+                renewed = True
+                reason, wait = "token_rejected", 0.0
+            else:
+                reason, wait = self._plan_retry(
+                    failure, attempt, max_attempts, deadline - now, elapsed
+                )
             self._report(
+                operation,
                 operation.shown(request),
                 attempt,
                 _outcome(failure.error),
@@ -157,18 +169,13 @@ class Engine:
             )
             if wait is None:
                 raise self._final_error(operation, failure, attempt, may_have_spent)
-            await self._pause(wait)
-            if self.closed:
-                raise ClientClosedError(
-                    "the SwanAuthClient was closed during the call", attempts=attempt
+            if renewal is not None:
+                request = await _renewed(renewal, attempt, may_have_spent)
+                max_attempts += 1
+            else:
+                await self._wait_to_retry(
+                    wait, deadline, operation, failure, attempt, may_have_spent
                 )
-            pace = current_pace.get()
-            if pace is not None:  # a bulk job's rate limit counts retries too
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        await pace.acquire()
-                except TimeoutError:
-                    raise self._final_error(operation, failure, attempt, may_have_spent) from None
             attempt += 1
             flight.attempts = attempt
             attempt_started = loop.time()
@@ -176,6 +183,28 @@ class Engine:
             if remaining <= 0:
                 raise self._final_error(operation, failure, attempt - 1, may_have_spent)
             attempt_timeout = self.attempt_timeout(remaining)
+
+    async def _wait_to_retry(
+        self,
+        wait: float,
+        deadline: float,
+        operation: Operation[Any, Any],
+        failure: AttemptFailure,
+        attempt: int,
+        may_have_spent: bool,
+    ) -> None:
+        await self._pause(wait)
+        if self.closed:
+            raise ClientClosedError(
+                "the SwanAuthClient was closed during the call", attempts=attempt
+            )
+        pace = current_pace.get()
+        if pace is not None:  # a bulk job's rate limit counts retries too
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await pace.acquire()
+            except TimeoutError:
+                raise self._final_error(operation, failure, attempt, may_have_spent) from None
 
     async def _attempt(
         self,
@@ -287,6 +316,7 @@ class Engine:
 
     def _report(
         self,
+        operation: Operation[Any, Any],
         shown: str,
         attempt: int,
         outcome: str,
@@ -294,15 +324,18 @@ class Engine:
         elapsed: float,
         error: str | None,
         reason: str,
-        wait: float | None,
+        wait: float | None = None,
     ) -> None:
         # Takes the request as it may be shown (a masked code): logger.exception below records
         # this frame's locals.
         if logger.isEnabledFor(logging.DEBUG):
             decision = f"retry in {wait:.3f}s" if wait is not None else f"done ({reason})"
+            subject = operation.name
+            if operation.label:
+                subject = f"{subject} {operation.label}={shown}"
             logger.debug(
-                "exchange code=%s attempt=%d outcome=%s status=%s elapsed=%.3fs: %s",
-                shown,
+                "%s attempt=%d outcome=%s status=%s elapsed=%.3fs: %s",
+                subject,
                 attempt,
                 outcome,
                 status,
@@ -321,6 +354,7 @@ class Engine:
             will_retry=wait is not None,
             retry_in=wait,
             reason=reason,
+            operation=operation.name,
         )
         try:
             returned = self.on_attempt(event)
@@ -332,6 +366,16 @@ class Engine:
             if not self._warned_async_hook:
                 self._warned_async_hook = True
                 logger.warning("the on_attempt hook returned a coroutine, which is not awaited")
+
+
+async def _renewed(renewal: Awaitable[T], attempt: int, may_have_spent: bool) -> T:
+    """The request with a fresh token; a failure to get one ends the call."""
+    try:
+        return await renewal
+    except SwanAuthError as error:
+        error.attempts = attempt
+        error.code_may_be_spent = may_have_spent
+        raise error from None
 
 
 def _outcome(error: Exception) -> str:

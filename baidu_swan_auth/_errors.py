@@ -9,7 +9,8 @@ The tree, so a reader sees it before any class::
     ├── ApiError                              Baidu answered with an error body
     │   ├── InvalidCodeError                  invalid_grant: code invalid, expired or used
     │   │   └── CodeConsumedError             invalid_grant after an attempt that may have spent it
-    │   └── InvalidClientError                invalid_client, unauthorized_client
+    │   ├── InvalidClientError                invalid_client, unauthorized_client
+    │   └── TokenRejectedError                the gateway refused the access token (110, 111)
     ├── ServiceUnavailableError               429, 5xx or slow_down, still failing at the end
     ├── TransportError                        the network failed, still failing at the end
     │   └── ExchangeTimeoutError (also TimeoutError)
@@ -44,6 +45,7 @@ __all__ = [
     "ResponseError",
     "ServiceUnavailableError",
     "SwanAuthError",
+    "TokenRejectedError",
     "TransportError",
     "UsageError",
 ]
@@ -171,6 +173,18 @@ class InvalidClientError(ApiError):
     """``invalid_client`` or ``unauthorized_client``: check the AppKey and AppSecret."""
 
     kind = "invalid_client"
+
+
+class TokenRejectedError(ApiError):
+    """Baidu's OpenAPI gateway refused the access token: ``errno`` is its ``error_code``, 110 (the
+    token is invalid or was revoked) or 111 (it expired).
+
+    The client renews the token and tries once more by itself; this is raised only when the fresh
+    token is refused too. The gateway refused the request before the code reached the service, so
+    the code was not spent by that attempt.
+    """
+
+    kind = "token_rejected"
 
 
 class ServiceUnavailableError(SwanAuthError):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ._errors import ClientClosedError, ExchangeTimeoutError, SwanAuthError, TransportError
@@ -85,6 +85,28 @@ class Flight(Generic[T]):
     def finish(self) -> None:
         if self.unwound is not None:
             self.unwound.set_result(None)
+
+
+async def flown(
+    flights: dict[object, Flight[Any]],
+    flight: Flight[T],
+    call: Awaitable[T],
+    session_closed_error: Callable[[], SwanAuthError],
+) -> T:
+    """Await ``call`` as ``flight``, which nobody joins: listed in ``flights`` while it runs, so
+    that aclose() interrupts it, and with the same cancellation rules as an exchange."""
+    key = object()
+    flights[key] = flight
+    try:
+        return await call
+    except asyncio.CancelledError as cancelled:
+        replacement = flight.cancelled(cancelled, session_closed_error)
+        if replacement is None:
+            raise
+        raise replacement from None
+    finally:
+        del flights[key]
+        flight.finish()
 
 
 async def join(flight: Flight[T], seconds: float) -> T:

@@ -9,7 +9,7 @@ cancels the calls in flight (``_flight.interrupt``) before it closes the session
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import aiohttp
@@ -87,8 +87,14 @@ class SessionHolder:
             self._credentials.hide_also(borrowed_proxy_forms(self.session))
         return self.session
 
-    async def aclose(self, engine: Stoppable, flights: Iterable[Flight[Any]]) -> None:
-        """Stop ``engine``'s retries, cancel ``flights``, then close the session if it is ours."""
+    async def aclose(
+        self,
+        engine: Stoppable,
+        flights: Iterable[Flight[Any]],
+        also: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Stop ``engine``'s retries, cancel ``flights`` and whatever ``also`` stops (a token
+        renewal), then close the session if it is ours."""
         if self._closing is not None:
             # Another aclose() is under way (or done): return when the session really is closed.
             await asyncio.shield(self._closing)
@@ -101,6 +107,7 @@ class SessionHolder:
         engine.closed = True
         try:
             await interrupt(flights, running)
+            await also()
         finally:
             # Even when aclose() itself is cancelled (a framework's shutdown timeout), the
             # session it owns gets closed; a later aclose() waits for this.

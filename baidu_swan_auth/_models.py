@@ -1,4 +1,4 @@
-"""The values the SDK hands back: session keys and per-attempt events."""
+"""The values the SDK hands back: session keys, access tokens and per-attempt events."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import attrs
 from ._crypto import decrypt_user_data
 from ._errors import SwanAuthError
 
-__all__ = ["AttemptEvent", "Outcome", "SessionKey"]
+__all__ = ["AccessToken", "AttemptEvent", "Outcome", "SessionKey"]
 
 
 @attrs.frozen
@@ -48,11 +48,34 @@ class SessionKey:
 
 
 @attrs.frozen
-class AttemptEvent:
-    """One HTTP attempt of an ``exchange()`` call, as reported to ``on_attempt`` hooks.
+class AccessToken:
+    """An access token for Baidu's OpenAPI (``getsessionkey``, ``getunionid``).
 
     Attributes:
-        code: The login code, masked (its first characters and its length only).
+        token: The token. A secret: it stays out of ``repr`` and is sent in form bodies only.
+        expires_at: When Baidu says it expires, in epoch seconds: the time of the fetch plus
+            Baidu's ``expires_in``. The client renews it earlier than that.
+        fetched_at: When it was fetched, in epoch seconds; with ``expires_at`` it gives the
+            token's lifetime, which sets how early the client renews it.
+    """
+
+    token: str = attrs.field(repr=False)
+    expires_at: float
+    fetched_at: float
+
+    @property
+    def lifetime(self) -> float:
+        """Seconds from the fetch to the expiry."""
+        return self.expires_at - self.fetched_at
+
+
+@attrs.frozen
+class AttemptEvent:
+    """One HTTP attempt of a call, as reported to ``on_attempt`` hooks.
+
+    Attributes:
+        code: The login code of an exchange, masked (its first characters and its length
+            only); the masked openid of a ``unionid()`` call; empty for a token fetch.
         attempt: 1 for the first attempt, 2 for the first retry, ...
         outcome: ``"ok"`` or the failed attempt's error kind (``SwanAuthError.kind``).
         status: The HTTP status, or None when no answer arrived.
@@ -62,7 +85,11 @@ class AttemptEvent:
         retry_in: Seconds until that attempt when ``will_retry``, else None.
         reason: Why the call stops or goes on (``"success"``, ``"retrying"``, ``"final"``,
             ``"attempts"``, ``"deadline"``, ``"budget"``, ``"retry_after_cap"``, ``"closed"``,
-            ``"backoff"``: the backoff strategy raised or gave no finite wait >= 0).
+            ``"backoff"``: the backoff strategy raised or gave no finite wait >= 0,
+            ``"token_rejected"``: Baidu refused the access token, and the call goes on once
+            with a fresh one).
+        operation: Which kind of call the attempt belongs to: ``"exchange"`` (either API),
+            ``"token"`` (an access token fetch) or ``"unionid"``.
     """
 
     code: str
@@ -74,6 +101,7 @@ class AttemptEvent:
     will_retry: bool = False
     retry_in: float | None = None
     reason: str = "success"
+    operation: str = "exchange"
 
 
 def mask_code(code: str) -> str:

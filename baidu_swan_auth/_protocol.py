@@ -36,12 +36,15 @@ class AttemptFailure(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        stale_token: bool = False,
     ) -> None:
         super().__init__(error)
         self.error = error
         self.disposition = disposition
         self.status = status
         self.retry_after = retry_after
+        #: Baidu refused the access token the attempt carried: a fresh one may succeed.
+        self.stale_token = stale_token
 
 
 def wire_forms(value: str) -> frozenset[str]:
@@ -103,12 +106,15 @@ class Credentials:
         """The whole urlencoded body for one code; the code travels byte for byte."""
         return self.form_prefix + quote_plus(code).encode("ascii")
 
-    def redactor(self, code: str | None = None) -> Redactor:
-        """Blanks the secret (and whatever ``hide_also`` added) and, when it is long enough to
-        blank safely, ``code``, in every wire form."""
+    def redactor(self, code: str | None = None, token: str | None = None) -> Redactor:
+        """Blanks the secret (and whatever ``hide_also`` added), an access token, and, when it
+        is long enough to blank safely, ``code``, in every wire form."""
+        hidden = self._hidden
+        if token is not None:
+            hidden = hidden | wire_forms(token)
         if code is not None and len(code) >= SHORTEST_BLANKED_CODE:
-            return Redactor(self._hidden | wire_forms(code))
-        return Redactor(self._hidden)
+            return Redactor(hidden | wire_forms(code))
+        return Redactor(hidden)
 
     def redact(self, text: str, code: str) -> str:
         """``text`` with the secret and the code blanked out, should Baidu echo them."""

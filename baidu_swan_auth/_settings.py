@@ -29,6 +29,18 @@ MAX_CODE_BYTES = 1024
 ENV_CLIENT_ID = "BAIDU_SWAN_CLIENT_ID"
 ENV_SECRET = "BAIDU_SWAN_SECRET"  # noqa: S105 (a variable name, not a secret)
 ENV_ENDPOINT = "BAIDU_SWAN_ENDPOINT"
+ENV_API = "BAIDU_SWAN_API"
+ENV_OPENAPI_URL = "BAIDU_SWAN_OPENAPI_URL"
+
+#: The exchange APIs: v1 (the AppSecret in the body) and v2 (an access token in the body).
+API_V1 = "jscode2sessionkey"
+API_V2 = "getsessionkey"
+
+
+def checked_api(api: object) -> str:
+    if api not in (API_V1, API_V2):
+        raise ConfigurationError(f"api must be {API_V1!r} or {API_V2!r}, not {api!r}")
+    return str(api)
 
 
 def configured_endpoint(endpoint: str | yarl.URL, allow_insecure_http: bool) -> yarl.URL:
@@ -90,20 +102,20 @@ def proxy_credential_forms(proxy: str | yarl.URL) -> set[str]:
     return {*wire_forms(password), url.raw_password or password, *tokens}
 
 
-def check_code(code: object) -> None:
-    """Raise ``InvalidInputError`` for a code that cannot be a login code."""
+def check_code(code: object, what: str = "login code") -> None:
+    """Raise ``InvalidInputError`` for a code (or an openid) that cannot be one."""
     if not isinstance(code, str):
-        raise InvalidInputError(f"a login code must be a str, not {type(code).__name__}")
+        raise InvalidInputError(f"a {what} must be a str, not {type(code).__name__}")
     if not code:
-        raise InvalidInputError("the login code is empty")
+        raise InvalidInputError(f"the {what} is empty")
     try:
         size = len(code.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidInputError("the login code is not valid Unicode text") from None
+        raise InvalidInputError(f"the {what} is not valid Unicode text") from None
     if size > MAX_CODE_BYTES:
-        raise InvalidInputError(f"the login code is {size} bytes long, over {MAX_CODE_BYTES}")
+        raise InvalidInputError(f"the {what} is {size} bytes long, over {MAX_CODE_BYTES}")
     if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in code):
-        raise InvalidInputError("the login code contains control characters")
+        raise InvalidInputError(f"the {what} contains control characters")
 
 
 def positive_number(name: str, value: float) -> float:
@@ -143,17 +155,23 @@ def checked_attempts(value: int) -> int:
 
 
 def credentials_from_environment(settings: dict[str, Any]) -> tuple[str, str]:
-    """The AppKey and AppSecret from the environment; ``BAIDU_SWAN_ENDPOINT``, when set, goes
-    into ``settings`` unless it names an endpoint already."""
+    """The AppKey and AppSecret from the environment; ``BAIDU_SWAN_ENDPOINT``,
+    ``BAIDU_SWAN_API`` and ``BAIDU_SWAN_OPENAPI_URL``, when set, go into ``settings`` unless it
+    names that setting already."""
     missing = [name for name in (ENV_CLIENT_ID, ENV_SECRET) if not os.environ.get(name)]
     if missing:
         raise ConfigurationError(
             f"environment variable{'s' if len(missing) > 1 else ''} "
             f"{' and '.join(missing)} not set"
         )
-    endpoint = os.environ.get(ENV_ENDPOINT)
-    if endpoint:
-        settings.setdefault("endpoint", endpoint)
+    for setting, variable in (
+        ("endpoint", ENV_ENDPOINT),
+        ("api", ENV_API),
+        ("openapi_url", ENV_OPENAPI_URL),
+    ):
+        value = os.environ.get(variable)
+        if value:
+            settings.setdefault(setting, value)
     return os.environ[ENV_CLIENT_ID], os.environ[ENV_SECRET]
 
 

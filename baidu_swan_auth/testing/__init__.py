@@ -1,4 +1,5 @@
-"""A fake of Baidu's ``jscode2sessionkey`` endpoint, for tests, demos and benchmarks.
+"""A fake of Baidu's ``jscode2sessionkey`` endpoint and access-token APIs, for tests, demos and
+benchmarks.
 
 [`FakeBaiduServer`][baidu_swan_auth.testing.FakeBaiduServer] is a real HTTP server on the
 loopback interface. It speaks the same protocol as
@@ -7,6 +8,13 @@ body carrying ``code``, ``client_id`` and ``sk``, and OAuth-style JSON errors. T
 script faults (gateway errors, dropped connections, truncated or huge bodies, redirects, delays,
 arbitrary answers for fuzzing) and then inspect what the server received. Given an
 ``ssl.SSLContext`` it serves HTTPS instead, to test TLS settings.
+
+The same server also answers the access-token APIs of ``openapi.baidu.com`` below
+[`openapi_url`][baidu_swan_auth.testing.FakeBaiduServer.openapi_url]: the token
+([`TOKEN_PATH`][baidu_swan_auth.testing.TOKEN_PATH]), the v2 session key, which spends the same
+codes ([`GETSESSIONKEY_PATH`][baidu_swan_auth.testing.GETSESSIONKEY_PATH]), and the unionid
+([`GETUNIONID_PATH`][baidu_swan_auth.testing.GETUNIONID_PATH]). Tests can make token fetches
+slow, tokens short-lived or revoked, and script faults per path.
 
 Example:
     ```python
@@ -48,7 +56,11 @@ from ._values import (
     DEFAULT_CLIENT_ID,
     DEFAULT_SECRET,
     ENDPOINT_PATH,
+    GETSESSIONKEY_PATH,
+    GETUNIONID_PATH,
     REDIRECT_TARGET_PATH,
+    TOKEN_PATH,
+    V2_INVALID_CODE_ERRNO,
     Grant,
     RecordedRequest,
     UnknownCodeError,
@@ -58,7 +70,11 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_SECRET",
     "ENDPOINT_PATH",
+    "GETSESSIONKEY_PATH",
+    "GETUNIONID_PATH",
     "REDIRECT_TARGET_PATH",
+    "TOKEN_PATH",
+    "V2_INVALID_CODE_ERRNO",
     "Arbitrary",
     "Delay",
     "Drop",

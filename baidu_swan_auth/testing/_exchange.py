@@ -3,7 +3,8 @@
 ``RequestHandler`` is the aiohttp handler of every request the fake receives. It asks the
 state for the request's fault and hands the fault an ``AiohttpExchange``, the aiohttp
 implementation of the few things a fault may do to a request (``_faults.Exchange``). The normal
-answer (validation, credentials, spending the code) is ``AiohttpExchange.answer``.
+answer (validation, credentials, spending the code) is ``AiohttpExchange.answer``: the v1
+endpoint's here, the access-token APIs' in ``_openapi``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,17 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ._faults import Fault
+from ._openapi import session_key_answer, token_answer, unionid_answer
 from ._state import ServerState
-from ._values import ENDPOINT_PATH, REDIRECT_TARGET_PATH, RecordedRequest
+from ._values import (
+    API_PATHS,
+    ENDPOINT_PATH,
+    GETSESSIONKEY_PATH,
+    GETUNIONID_PATH,
+    REDIRECT_TARGET_PATH,
+    TOKEN_PATH,
+    RecordedRequest,
+)
 from ._wire import (
     HTML_MIME,
     JSON_MIME,
@@ -36,6 +46,14 @@ from ._wire import (
 )
 
 __all__: list[str] = []  # the server's request handling; nothing public
+
+# The API each path answers like: its own, or for the redirect target the API it stands in for
+# (the bare target for v1, the target followed by the API's path for the others).
+_ANSWERS_AS = {
+    **{path: path for path in API_PATHS},
+    REDIRECT_TARGET_PATH: ENDPOINT_PATH,
+    **{f"{REDIRECT_TARGET_PATH}{path}": path for path in API_PATHS if path != ENDPOINT_PATH},
+}
 
 
 class ServerSettings(Protocol):
@@ -79,15 +97,16 @@ class RequestHandler:
             # The client vanished mid-body; there is nobody to answer.
             return web.Response()
         parsed = parse_form(request.headers.get("Content-Type", ""), body)
-        code = parsed.fields.get("code")
-        fault = self._state.take_fault(code) if request.path == ENDPOINT_PATH else None
+        fault = self._state.take_fault(request.path, parsed.fields.get("code"))
         if self._settings.record_requests:
             self._record(request, body, parsed, fault, received_at)
 
         exchange = AiohttpExchange(self._settings, self._state, request, parsed)
-        if fault is None:
-            return await exchange.send(exchange.answer(spend=True))
-        return await fault._respond(exchange)
+        if fault is not None:
+            return await fault._respond(exchange)
+        if _ANSWERS_AS.get(request.path) == TOKEN_PATH and (delay := self._state.token_delay):
+            await asyncio.sleep(delay)
+        return await exchange.send(exchange.answer(spend=True))
 
     def _record(
         self,
@@ -134,17 +153,30 @@ class AiohttpExchange:
         self._parsed = parsed
 
     @property
-    def base_url(self) -> str:
-        return self._settings.base_url
+    def redirect_target(self) -> str:
+        api = _ANSWERS_AS.get(self._request.path, ENDPOINT_PATH)
+        suffix = "" if api == ENDPOINT_PATH else api
+        return f"{self._settings.base_url}{REDIRECT_TARGET_PATH}{suffix}"
 
     def answer(self, *, spend: bool) -> Reply:
-        """Compute the normal answer; spend the code only if ``spend`` and all is valid."""
-        request, settings = self._request, self._settings
-        if request.path not in (ENDPOINT_PATH, REDIRECT_TARGET_PATH):
+        """Compute the normal answer of the request's path; only with ``spend`` may it change
+        the state (spend a code, issue a token), and only when the request is valid."""
+        path = _ANSWERS_AS.get(self._request.path)
+        if path is None:
             return Reply(404, html_page(404), HTML_MIME)
-        if request.method != "POST":
+        if self._request.method != "POST":
             reply = oauth_error(405, "invalid_request", "the method must be POST")
             return attrs.evolve(reply, headers={"Allow": "POST"})
+        if path == TOKEN_PATH:
+            return token_answer(self._parsed, self._settings, self._state, spend=spend)
+        if path == GETSESSIONKEY_PATH:
+            return session_key_answer(self._parsed, self._settings, self._state, spend=spend)
+        if path == GETUNIONID_PATH:
+            return unionid_answer(self._parsed, self._settings, self._state)
+        return self._v1_answer(spend=spend)
+
+    def _v1_answer(self, *, spend: bool) -> Reply:
+        settings = self._settings
         if self._parsed.problem is not None:
             return oauth_error(400, "invalid_request", self._parsed.problem)
         fields = self._parsed.fields

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from ._values import REDIRECT_TARGET_PATH
 from ._wire import HTML_MIME, Reply, filler, html_reply, json_reply
 
 if TYPE_CHECKING:
@@ -38,15 +37,15 @@ __all__ = [
 
 
 class Exchange(Protocol):
-    """One request to the endpoint, as a fault's ``_respond`` sees it."""
+    """One request to one of the APIs, as a fault's ``_respond`` sees it."""
 
     @property
-    def base_url(self) -> str:
-        """The server's ``scheme://host:port``."""
+    def redirect_target(self) -> str:
+        """The URL of the fake's stand-in that answers like the request's API."""
         ...
 
     def answer(self, *, spend: bool) -> Reply:
-        """The normal answer; the code is spent only if ``spend`` and the request is valid."""
+        """The request's API's normal answer; spends a code or issues a token only if ``spend``."""
         ...
 
     async def send(self, reply: Reply) -> web.StreamResponse:
@@ -147,8 +146,10 @@ class Fault:
     like that fault). Give them to
     [`FakeBaiduServer.script`][baidu_swan_auth.testing.FakeBaiduServer.script],
     [`script_next`][baidu_swan_auth.testing.FakeBaiduServer.script_next] or
-    [`always`][baidu_swan_auth.testing.FakeBaiduServer.always]. Unless a fault says otherwise,
-    the request's code is **not** spent, so a retry can still succeed.
+    [`always`][baidu_swan_auth.testing.FakeBaiduServer.always], or
+    [`script_path`][baidu_swan_auth.testing.FakeBaiduServer.script_path]. Unless a fault says
+    otherwise, the request's code is **not** spent, so a retry can still succeed; on the token
+    API, "spending" means issuing the token, as a normal answer would.
     """
 
     async def _respond(self, exchange: Exchange) -> web.StreamResponse:
@@ -342,14 +343,15 @@ class Redirect(Fault):
     Attributes:
         status: The redirect status.
         location: The ``Location`` header; by default the fake's own
-            ``http://127.0.0.1:{port}/elsewhere``, which answers like the endpoint.
+            ``http://127.0.0.1:{port}/elsewhere`` (followed by the path, for the access-token
+            APIs), which answers like the endpoint the request was for.
     """
 
     status: int = attrs.field(default=307, validator=_http_status)
     location: str | None = None
 
     async def _respond(self, exchange: Exchange) -> web.StreamResponse:
-        location = self.location or f"{exchange.base_url}{REDIRECT_TARGET_PATH}"
+        location = self.location or exchange.redirect_target
         return await exchange.send(Reply(self.status, b"", HTML_MIME, {"Location": location}))
 
 

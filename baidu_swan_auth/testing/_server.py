@@ -1,7 +1,8 @@
 """The fake server: its settings, addresses and lifecycle, and the API tests call.
 
-The state lives in ``_state``, request handling in ``_exchange``, the faults' behaviour in
-``_faults`` and the threaded mode in ``_runner``; ``FakeBaiduServer`` ties them together.
+The state lives in ``_state``, request handling in ``_exchange`` (the access-token APIs'
+answers in ``_openapi``), the faults' behaviour in ``_faults`` and the threaded mode in
+``_runner``; ``FakeBaiduServer`` ties them together.
 
 Over 400 lines because it is one public class whose docstrings are the reference of every method
 a test calls (about half the module); the code is lifecycle and one-line delegations to the
@@ -22,8 +23,9 @@ from aiohttp import web
 
 from ._exchange import RequestHandler
 from ._faults import Fault
+from ._openapi import unionid
 from ._runner import ThreadRunner
-from ._state import ServerState
+from ._state import DEFAULT_TOKEN_LIFETIME, ServerState
 from ._userdata import IV_SIZE, encrypt_user_data
 from ._values import DEFAULT_CLIENT_ID, DEFAULT_SECRET, ENDPOINT_PATH, Grant, RecordedRequest
 from ._wire import new_openid, new_session_key, url_host
@@ -50,10 +52,29 @@ class FakeBaiduServer:
     ``invalid_grant``; otherwise the code is spent and the answer is 200
     ``{"openid": ..., "session_key": ...}``. Other paths get a 404 HTML page.
 
-    Faults apply to requests to the endpoint path only, taken in this order: the
-    [`always`][baidu_swan_auth.testing.FakeBaiduServer.always] fault, then the
-    [`script_next`][baidu_swan_auth.testing.FakeBaiduServer.script_next] queue, then the
-    request code's [`script`][baidu_swan_auth.testing.FakeBaiduServer.script] queue.
+    The same server answers Baidu's access-token APIs below
+    [`openapi_url`][baidu_swan_auth.testing.FakeBaiduServer.openapi_url], ``POST`` only, fields
+    from the form body only. [`TOKEN_PATH`][baidu_swan_auth.testing.TOKEN_PATH] takes
+    ``grant_type=client_credentials``, ``client_id``, ``client_secret`` and an optional ``scope``
+    (which must include ``smartapp_snsapi_base``), errs like OAuth (400 ``invalid_request``,
+    ``unsupported_grant_type`` or ``invalid_scope``; 401 ``invalid_client``) and answers a new
+    random token, ``expires_in`` (`token_lifetime`), ``scope`` and three random legacy fields
+    (``refresh_token``, ``session_key``, ``session_secret``). The ``rest/2.0`` APIs answer HTTP
+    200: first a gateway checks ``access_token`` (unknown or revoked: ``{"error_code": 110, ...}``;
+    past its lifetime by ``time.time()``: ``111``), then
+    [`GETSESSIONKEY_PATH`][baidu_swan_auth.testing.GETSESSIONKEY_PATH] spends ``code`` (the same
+    codes as the endpoint) and answers ``{"errno": 0, "msg": "success", "data": {"open_id": ...,
+    "session_key": ...}, "request_id": ..., "timestamp": ...}`` (a missing code, or an unknown or
+    spent one, [`V2_INVALID_CODE_ERRNO`][baidu_swan_auth.testing.V2_INVALID_CODE_ERRNO]: a
+    non-zero ``errno``), and [`GETUNIONID_PATH`][baidu_swan_auth.testing.GETUNIONID_PATH]
+    answers ``{"errno": 0, "errmsg": "succ", "data": {"unionid": ...}, ...}`` for ``openid``.
+
+    Faults apply to requests to the four API paths only, taken in this order: for the endpoint
+    only, the [`always`][baidu_swan_auth.testing.FakeBaiduServer.always] fault, then the
+    [`script_next`][baidu_swan_auth.testing.FakeBaiduServer.script_next] queue; then the path's
+    [`script_path`][baidu_swan_auth.testing.FakeBaiduServer.script_path] queue; then, for the
+    endpoint and ``GETSESSIONKEY_PATH``, the request code's
+    [`script`][baidu_swan_auth.testing.FakeBaiduServer.script] queue.
 
     Args:
         client_id: The AppKey the fake accepts.
@@ -66,6 +87,10 @@ class FakeBaiduServer:
             runs, where the log would only grow.
         ssl_context: Serve HTTPS with this server-side context (its certificate and key, e.g.
             from ``trustme``) instead of plain HTTP; `url` then starts with ``https://``.
+        token_lifetime: The initial `token_lifetime`, in seconds.
+
+    Raises:
+        ValueError: ``token_lifetime`` is not positive.
 
     Attributes:
         client_id: The AppKey the fake accepts; may be changed while it runs.
@@ -85,6 +110,7 @@ class FakeBaiduServer:
         auto_issue: bool = False,
         record_requests: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
     ) -> None:
         self.client_id = client_id
         self.secret = secret
@@ -96,6 +122,7 @@ class FakeBaiduServer:
         self._ssl_context = ssl_context
 
         self._state = ServerState()
+        self._state.token_lifetime = token_lifetime
         self._handler = RequestHandler(self, self._state)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._web_server: web.Server | None = None
@@ -138,6 +165,13 @@ class FakeBaiduServer:
         """The endpoint URL to give the client: ``http://127.0.0.1:{port}/oauth/jscode2sessionkey``
         (``https://`` with an ``ssl_context``)."""
         return f"{self.base_url}{ENDPOINT_PATH}"
+
+    @property
+    def openapi_url(self) -> str:
+        """The base URL of the access-token APIs to give a client, ``http://127.0.0.1:{port}``:
+        without a trailing slash, since the client appends e.g.
+        [`TOKEN_PATH`][baidu_swan_auth.testing.TOKEN_PATH]."""
+        return self.base_url
 
     # ---------------------------------------------------------------- lifecycle (same loop)
 
@@ -373,10 +407,86 @@ class FakeBaiduServer:
     def always(self, fault: Fault | None) -> None:
         """Apply ``fault`` to every request to the endpoint until ``always(None)``.
 
+        Only the v1 endpoint: the access-token APIs take faults from `script_path` and `script`.
+
         Args:
             fault: The fault, or ``None`` to go back to scripted and normal handling.
         """
         self._state.always(fault)
+
+    def script_path(self, path: str, *faults: Fault) -> None:
+        """Queue faults for the next requests to ``path``, whatever they carry, first in first out.
+
+        Taken after `always` and `script_next` (which apply to the endpoint only) and before the
+        `script` queue of the request's code. Use it for the access-token APIs, e.g. a 503 on
+        the next token fetch: ``script_path(TOKEN_PATH, ErrorStatus(503))``.
+
+        Args:
+            path: [`ENDPOINT_PATH`][baidu_swan_auth.testing.ENDPOINT_PATH],
+                [`TOKEN_PATH`][baidu_swan_auth.testing.TOKEN_PATH],
+                [`GETSESSIONKEY_PATH`][baidu_swan_auth.testing.GETSESSIONKEY_PATH] or
+                [`GETUNIONID_PATH`][baidu_swan_auth.testing.GETUNIONID_PATH].
+            *faults: The faults, in the order requests will meet them.
+
+        Raises:
+            ValueError: ``path`` is not one of those four.
+        """
+        self._state.script_path(path, faults)
+
+    # ---------------------------------------------------------------- access tokens
+
+    @property
+    def token_lifetime(self) -> int:
+        """The ``expires_in``, in seconds, of the tokens issued from now on; may be changed while
+        the server runs. A token answers ``111`` (expired) once ``time.time()`` reaches its issue
+        time plus the lifetime it was issued with.
+
+        Raises:
+            ValueError: Set to a value that is not positive.
+        """
+        return self._state.token_lifetime
+
+    @token_lifetime.setter
+    def token_lifetime(self, seconds: int) -> None:
+        self._state.token_lifetime = seconds
+
+    @property
+    def token_delay(self) -> float:
+        """Seconds the token API waits before answering normally (0 at first), so that token
+        fetches are slow enough for races to be real. A faulted request waits as its fault says.
+
+        Raises:
+            ValueError: Set to a negative value.
+        """
+        return self._state.token_delay
+
+    @token_delay.setter
+    def token_delay(self, seconds: float) -> None:
+        self._state.token_delay = seconds
+
+    @property
+    def token_fetches(self) -> int:
+        """How many tokens were issued since start or the last `reset_stats`."""
+        return self._state.token_fetches
+
+    @property
+    def tokens_issued(self) -> list[str]:
+        """Every token issued since start, oldest first (a copy); `reset_stats` keeps them."""
+        return self._state.tokens_issued()
+
+    def revoke_tokens(self) -> None:
+        """Revoke every token issued so far: they answer ``110`` from now on (even after
+        `reset_stats`); tokens issued later are valid."""
+        self._state.revoke_tokens()
+
+    def unionid_for(self, openid: str) -> str:
+        """Return the unionid the fake answers for ``openid``: the same every time, per
+        `client_id`.
+
+        Args:
+            openid: Any openid, issued or not.
+        """
+        return unionid(self.client_id, openid)
 
     # ---------------------------------------------------------------- observation
 
@@ -414,7 +524,8 @@ class FakeBaiduServer:
         return self._state.max_in_flight
 
     def reset_stats(self) -> None:
-        """Forget recorded requests, and reset `connections_opened` and `max_in_flight`."""
+        """Forget recorded requests, and reset `connections_opened`, `max_in_flight` and
+        `token_fetches`. Codes, tokens and revocations stay as they are."""
         self._state.reset_stats()
 
     # A timeout parameter and polling, not an asyncio.Event: in threaded mode in_flight changes

@@ -8,7 +8,11 @@ __all__ = [
     "DEFAULT_CLIENT_ID",
     "DEFAULT_SECRET",
     "ENDPOINT_PATH",
+    "GETSESSIONKEY_PATH",
+    "GETUNIONID_PATH",
     "REDIRECT_TARGET_PATH",
+    "TOKEN_PATH",
+    "V2_INVALID_CODE_ERRNO",
     "Grant",
     "RecordedRequest",
     "UnknownCodeError",
@@ -23,11 +27,32 @@ DEFAULT_SECRET = "fake-secret-0123456789abcdef"  # noqa: S105 - a well-known fak
 ENDPOINT_PATH = "/oauth/jscode2sessionkey"
 """The path of the exchange endpoint, the same as on ``spapi.baidu.com``."""
 
+TOKEN_PATH = "/oauth/2.0/token"  # noqa: S105 - a URL path, not a secret
+"""The path of the access-token API, the same as on ``openapi.baidu.com``."""
+
+GETSESSIONKEY_PATH = "/rest/2.0/smartapp/getsessionkey"
+"""The path of the v2 session-key API (access token and code), as on ``openapi.baidu.com``."""
+
+GETUNIONID_PATH = "/rest/2.0/smartapp/getunionid"
+"""The path of the unionid API (access token and openid), as on ``openapi.baidu.com``."""
+
+# The paths faults may apply to: the four APIs, not the redirect target nor unknown paths.
+API_PATHS = (ENDPOINT_PATH, TOKEN_PATH, GETSESSIONKEY_PATH, GETUNIONID_PATH)
+
+V2_INVALID_CODE_ERRNO = 40001
+"""The ``errno`` the fake's v2 session-key API answers for an unknown or spent code.
+
+The fake's own choice: Baidu's list of business ``errno`` values is not public, so a client
+should keep the number without giving it a meaning; tests may compare with this constant.
+"""
+
 REDIRECT_TARGET_PATH = "/elsewhere"
 """Where a [`Redirect`][baidu_swan_auth.testing.Redirect] points by default.
 
 It answers like the endpoint, so a client that follows the redirect "succeeds"; its requests
-are recorded with this path so that a test can prove nothing reached it.
+are recorded with this path so that a test can prove nothing reached it. For the access-token
+APIs the redirect points to this path followed by the API's path (e.g.
+``/elsewhere/oauth/2.0/token``), which answers like that API.
 """
 
 

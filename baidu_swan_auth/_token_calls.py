@@ -1,0 +1,113 @@
+"""The calls that carry an access token: v2 ``getsessionkey``, ``getunionid``, and the fetch of
+the token itself, wired to one client's engine, session and token store.
+
+The client hands a call here with its checked settings; this module finds a token that may be
+sent now (``_tokens``), waiting for a renewal only within the call's deadline, and runs the
+operation on the engine, which renews a refused token once by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+import aiohttp
+
+from ._endpoints import openapi_url
+from ._engine import Engine
+from ._errors import ExchangeTimeoutError
+from ._flight import Flight
+from ._lifecycle import SessionHolder
+from ._models import AccessToken
+from ._openapi import GETSESSIONKEY_PATH, GETUNIONID_PATH, TOKEN_PATH
+from ._operations import Operation, SessionKeyV2, TokenFetch, TokenRequest, UnionIdLookup
+from ._protocol import Credentials
+from ._tokens import MemoryTokenStore, TokenSource, TokenStore
+
+__all__: list[str] = []
+
+T = TypeVar("T")
+
+#: A fleet's lock on a token outlives the longest fetch by this much, and no more: a holder
+#: that dies frees it soon.
+_LOCK_SLACK = 5.0
+
+
+class TokenCalls:
+    """One client's token, and the operations that carry it."""
+
+    __slots__ = ("_engine", "_holder", "session_key", "token_fetch", "tokens", "unionid")
+
+    def __init__(
+        self,
+        base: Any,
+        allow_insecure_http: bool,
+        credentials: Credentials,
+        store: TokenStore | None,
+        engine: Engine,
+        holder: SessionHolder,
+    ) -> None:
+        self._engine = engine
+        self._holder = holder
+        self.tokens = TokenSource(
+            credentials.client_id,
+            store if store is not None else MemoryTokenStore(),
+            self._fetch,
+            lock_ttl=engine.timeout + _LOCK_SLACK,
+        )
+        self.token_fetch = TokenFetch(
+            openapi_url(base, allow_insecure_http, TOKEN_PATH), credentials
+        )
+        self.session_key = SessionKeyV2(
+            openapi_url(base, allow_insecure_http, GETSESSIONKEY_PATH), credentials, self.tokens
+        )
+        self.unionid = UnionIdLookup(
+            openapi_url(base, allow_insecure_http, GETUNIONID_PATH), credentials, self.tokens
+        )
+
+    async def _fetch(self) -> AccessToken:
+        """Fetch a token from Baidu, with the client's own settings (it belongs to no call)."""
+        loop = asyncio.get_running_loop()
+        session = self._holder.bind(loop)
+        engine = self._engine
+        return await engine.run(
+            session,
+            loop,
+            self.token_fetch,
+            None,
+            Flight(None),
+            engine.timeout,
+            engine.first_attempt_timeout,
+            engine.max_attempts,
+        )
+
+    async def run(
+        self,
+        session: aiohttp.ClientSession,
+        loop: asyncio.AbstractEventLoop,
+        operation: Operation[TokenRequest, T],
+        value: str,
+        flight: Flight[Any],
+        timeout: float,
+        attempt_timeout: aiohttp.ClientTimeout,
+        max_attempts: int,
+    ) -> T:
+        """Run ``operation`` for ``value`` with a token that may be sent now."""
+        token = self.tokens.usable()
+        if token is None:
+            started = loop.time()
+            token = await self.tokens.get(timeout)
+            timeout -= loop.time() - started
+            if timeout <= 0:
+                raise ExchangeTimeoutError("the deadline passed while waiting for an access token")
+            attempt_timeout = self._engine.attempt_timeout(timeout)
+        return await self._engine.run(
+            session,
+            loop,
+            operation,
+            TokenRequest(token, value),
+            flight,
+            timeout,
+            attempt_timeout,
+            max_attempts,
+        )

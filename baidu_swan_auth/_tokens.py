@@ -1,0 +1,397 @@
+"""Access tokens: where they are kept (``TokenStore``), and when they are fetched (``TokenSource``).
+
+The rules, from one process up to a fleet sharing one store:
+
+* **A warm process asks nobody.** Each client keeps a local copy of its token and uses it, with no
+  store call, until the token's *refresh point*. Past it, one renewal starts in the background
+  while calls go on with the still-valid token; only past the *last use* point (a little before
+  the expiry: a token known to be expired is never sent) do calls wait for the renewal.
+* **One renewal per process.** The renewal is a task that belongs to no caller: callers wait on
+  it through ``asyncio.shield``, so a cancelled caller cancels nobody else's wait.
+* **One fetch per fleet.** A renewal reads the store; only when the store has no fresh token does
+  it take the store's lock, read again, and fetch from Baidu, then write the token with a TTL.
+  A lock wait that times out reads the store once more before it fetches.
+* **A rejected token** (Baidu's 110/111) is deleted from the store only if the store still holds
+  that same token (compare and delete), so a late rejection never deletes its successor.
+* **The store is never a new way to fail.** Every store call is bounded by the store's
+  ``timeout``; a store that fails, hangs or holds garbage is logged once per outage and the token
+  is fetched in-process, under the same rules as without a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import attrs
+
+from ._errors import ClientClosedError, ConfigurationError, ExchangeTimeoutError, SwanAuthError
+from ._models import AccessToken
+
+__all__ = ["MemoryTokenStore", "TokenLock", "TokenStore"]
+
+logger = logging.getLogger("baidu_swan_auth")
+
+T = TypeVar("T")
+
+#: How long a client waits on a store for one token (every call and the lock wait included)
+#: unless the store says otherwise.
+DEFAULT_STORE_TIMEOUT = 3.0
+
+#: A renewal starts this share of the lifetime before the expiry, at most an hour before.
+_REFRESH_SHARE = 0.25
+_LONGEST_REFRESH_MARGIN = 3600.0
+#: A token is not sent in its last twentieth of life, at most the last 30 s: it could expire on
+#: the way.
+_LAST_USE_SHARE = 0.05
+_LONGEST_LAST_USE_MARGIN = 30.0
+#: A lock's own wait is bounded by the store's timeout: the client's bound on it is this longer.
+_LOCK_WAIT_MARGIN = 1.0
+
+
+class TokenLock(Protocol):
+    """A lock on one app's token in a store: at most one holder fleet-wide, who fetches."""
+
+    async def acquire(self) -> bool:
+        """Wait for the lock, at most the store's ``timeout``: True when it is held."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lock back; a lock that expired meanwhile is no error."""
+        ...
+
+
+class TokenStore(Protocol):
+    """Where the access tokens of a fleet are kept, so that its processes share one.
+
+    [`MemoryTokenStore`][baidu_swan_auth.MemoryTokenStore] is the default;
+    [`RedisTokenStore`][baidu_swan_auth.redis.RedisTokenStore] shares tokens between processes
+    and machines. A store of your own implements these five members. The client bounds every
+    call with ``timeout`` and takes any exception from the store as an outage (logged once,
+    and the token is then fetched in-process): a store never makes a call fail. A store holds
+    tokens only, never the AppSecret.
+
+    Attributes:
+        timeout: Seconds a client waits on the store for one token, the lock wait included.
+    """
+
+    timeout: float
+
+    async def get(self, client_id: str) -> AccessToken | None:
+        """The stored token of the app ``client_id``, or None (also for an unreadable value)."""
+        ...
+
+    async def set(self, client_id: str, token: AccessToken, ttl: float) -> None:
+        """Store ``token``, to be forgotten after ``ttl`` seconds (when it expires)."""
+        ...
+
+    async def invalidate(self, client_id: str, token: AccessToken) -> None:
+        """Forget the stored token, but only if it is still ``token`` (compare and delete)."""
+        ...
+
+    def lock(self, client_id: str, ttl: float) -> TokenLock:
+        """A new lock on the app's token; a holder that dies loses it after ``ttl`` seconds."""
+        ...
+
+
+def check_store_timeout(timeout: object) -> float:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError("a token store's timeout must be a positive number of seconds")
+    return float(timeout)
+
+
+class MemoryTokenStore:
+    """The default store: tokens kept in this process, shared by the clients given the same
+    store (one event loop). With no store passed, each client has its own.
+
+    Args:
+        timeout: Seconds a client waits on the store for one token, the lock wait included.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
+        self.timeout = check_store_timeout(timeout)
+        self._tokens: dict[str, tuple[AccessToken, float]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, client_id: str) -> AccessToken | None:
+        stored = self._tokens.get(client_id)
+        if stored is None:
+            return None
+        token, forget_at = stored
+        if time.monotonic() >= forget_at:
+            del self._tokens[client_id]
+            return None
+        return token
+
+    async def set(self, client_id: str, token: AccessToken, ttl: float) -> None:
+        self._tokens[client_id] = (token, time.monotonic() + ttl)
+
+    async def invalidate(self, client_id: str, token: AccessToken) -> None:
+        stored = self._tokens.get(client_id)
+        if stored is not None and stored[0].token == token.token:
+            del self._tokens[client_id]
+
+    def lock(self, client_id: str, ttl: float) -> TokenLock:
+        # The holder is a task of this process, which releases it in a finally: no TTL needed.
+        lock = self._locks.setdefault(client_id, asyncio.Lock())
+        return _MemoryLock(lock, self.timeout)
+
+    def __repr__(self) -> str:
+        return f"<MemoryTokenStore apps={len(self._tokens)}>"
+
+
+class _MemoryLock:
+    __slots__ = ("_held", "_lock", "_wait")
+
+    def __init__(self, lock: asyncio.Lock, wait: float) -> None:
+        self._lock = lock
+        self._wait = wait
+        self._held = False
+
+    async def acquire(self) -> bool:
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._lock.acquire()
+        except TimeoutError:
+            return False
+        self._held = True
+        return True
+
+    async def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+
+@attrs.frozen
+class _Schedule:
+    """When a token is renewed, and until when it may be sent."""
+
+    token: AccessToken
+    refresh_at: float
+    last_use: float
+
+    @classmethod
+    def of(cls, token: AccessToken) -> _Schedule:
+        lifetime = max(token.lifetime, 0.0)
+        refresh_margin = min(lifetime * _REFRESH_SHARE, _LONGEST_REFRESH_MARGIN)
+        last_use_margin = min(lifetime * _LAST_USE_SHARE, _LONGEST_LAST_USE_MARGIN)
+        return cls(token, token.expires_at - refresh_margin, token.expires_at - last_use_margin)
+
+
+def _usable(token: object) -> bool:
+    """Whether a store's answer is a token worth reading (a custom store may hand back junk)."""
+    return (
+        type(token) is AccessToken
+        and type(token.token) is str
+        and bool(token.token)
+        and isinstance(token.expires_at, int | float)
+        and isinstance(token.fetched_at, int | float)
+        and math.isfinite(token.expires_at)
+        and math.isfinite(token.fetched_at)
+    )
+
+
+class TokenSource:
+    """One client's access token: its local copy, its renewal, and the store behind them."""
+
+    def __init__(
+        self,
+        client_id: str,
+        store: TokenStore,
+        fetch: Callable[[], Awaitable[AccessToken]],
+        *,
+        lock_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client_id = client_id
+        self._store = store
+        self._fetch = fetch
+        self._lock_ttl = lock_ttl
+        self._clock = clock
+        self._schedule: _Schedule | None = None
+        self._renewal: asyncio.Task[AccessToken | SwanAuthError] | None = None
+        self._background_retry_at = -math.inf
+        self._store_down = False
+        self.closed = False
+
+    @property
+    def store(self) -> TokenStore:
+        return self._store
+
+    def usable(self) -> AccessToken | None:
+        """The local token when it may be sent now, with no wait: the hot path.
+
+        Past the refresh point it starts a renewal in the background and still answers.
+        """
+        schedule = self._schedule
+        if schedule is None:
+            return None
+        now = self._clock()
+        if now < schedule.refresh_at:
+            return schedule.token
+        if now >= schedule.last_use:
+            return None
+        if self._renewal is None and now >= self._background_retry_at:
+            self._start_renewal(None)
+        return schedule.token
+
+    async def get(self, timeout: float) -> AccessToken:
+        """A token that may be sent now, waiting for a renewal at most ``timeout`` seconds."""
+        token = self.usable()
+        if token is not None:
+            return token
+        return await self._wait_for_renewal(None, timeout)
+
+    async def replace(self, rejected: AccessToken, timeout: float) -> AccessToken:
+        """A token other than ``rejected``, which Baidu refused: fetched or read again."""
+        schedule = self._schedule
+        if schedule is not None and schedule.token.token == rejected.token:
+            self._schedule = None
+        return await self._wait_for_renewal(rejected, timeout)
+
+    async def aclose(self) -> None:
+        """Cancel a renewal under way; its waiters get ``ClientClosedError``."""
+        self.closed = True
+        renewal = self._renewal
+        if renewal is not None and not renewal.done():
+            renewal.cancel()
+            await asyncio.wait([renewal], timeout=5.0)
+
+    # -- the renewal ----------------------------------------------------------------------
+
+    async def _wait_for_renewal(self, rejected: AccessToken | None, timeout: float) -> AccessToken:
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                # Joining a renewal that started before the rejection may bring the rejected
+                # token back from the store: then one more, which reads past it.
+                for _ in range(2):
+                    renewal = self._renewal or self._start_renewal(rejected)
+                    outcome = await asyncio.shield(renewal)
+                    if isinstance(outcome, SwanAuthError):
+                        # Every waiter raises its own copy: one exception object raised in several
+                        # tasks would collect all their tracebacks.
+                        raise copy.copy(outcome)
+                    if rejected is None or outcome.token != rejected.token:
+                        return outcome
+        except TimeoutError:
+            if deadline.expired():
+                raise ExchangeTimeoutError(
+                    "the deadline passed while waiting for an access token"
+                ) from None
+            raise
+        raise ExchangeTimeoutError("no access token other than the rejected one came back")
+
+    def _start_renewal(
+        self, rejected: AccessToken | None
+    ) -> asyncio.Task[AccessToken | SwanAuthError]:
+        if self.closed:
+            raise ClientClosedError("the SwanAuthClient is closed")
+        renewal = asyncio.get_running_loop().create_task(self._renew(rejected))
+        self._renewal = renewal
+        return renewal
+
+    async def _renew(self, rejected: AccessToken | None) -> AccessToken | SwanAuthError:
+        """The renewal task: a token, or the error its waiters raise (never raised here, so no
+        exception object is shared between tasks)."""
+        try:
+            token = await self._obtain(rejected)
+        except SwanAuthError as error:
+            self._renewal_failed()
+            return error
+        except asyncio.CancelledError:
+            self._renewal_failed()
+            return ClientClosedError("the SwanAuthClient was closed while fetching a token")
+        finally:
+            self._renewal = None
+        self._schedule = _Schedule.of(token)
+        return token
+
+    def _renewal_failed(self) -> None:
+        # While the old token still works, a failing renewal is tried again a little later, not
+        # on every call that passes by.
+        schedule = self._schedule
+        if schedule is not None:
+            now = self._clock()
+            self._background_retry_at = now + min(5.0, max(schedule.last_use - now, 0.0) / 4)
+
+    async def _obtain(self, rejected: AccessToken | None) -> AccessToken:
+        store, client_id = self._store, self._client_id
+        if rejected is not None:
+            await self._bounded(lambda: store.invalidate(client_id, rejected), None)
+        token = await self._stored(rejected)
+        if token is not None:
+            return token
+        lock = self._bounded_lock()
+        acquired = False
+        if lock is not None:
+            # The lock bounds its own wait by the store's timeout; the margin keeps this bound from
+            # cancelling an acquire that has just succeeded (the lock would then be held, by
+            # nobody, until its TTL).
+            acquired = await self._bounded(lock.acquire, False, _LOCK_WAIT_MARGIN)
+        try:
+            # Whoever held the lock may have stored a fresh token meanwhile; after a lock wait
+            # that timed out, this last read spares a fetch when the holder was only slow.
+            token = await self._stored(rejected)
+            if token is None:
+                token = await self._fetch()
+                ttl = token.expires_at - self._clock()
+                if ttl > 0:
+                    await self._bounded(lambda: store.set(client_id, token, ttl), None)
+        finally:
+            if acquired and lock is not None:
+                await self._bounded(lock.release, None)
+        return token
+
+    async def _stored(self, rejected: AccessToken | None) -> AccessToken | None:
+        token = await self._bounded(lambda: self._store.get(self._client_id), None)
+        if token is None or not _usable(token):
+            return None
+        if rejected is not None and token.token == rejected.token:
+            return None
+        if self._clock() >= _Schedule.of(token).refresh_at:
+            return None  # due for renewal: the fetch under the lock renews it
+        return token
+
+    def _bounded_lock(self) -> TokenLock | None:
+        try:
+            return self._store.lock(self._client_id, self._lock_ttl)
+        except Exception as error:  # a broken store is an outage, never a failure
+            self._store_failed(error)
+            return None
+
+    async def _bounded(
+        self, call: Callable[[], Awaitable[T]], fallback: T, margin: float = 0.0
+    ) -> T:
+        """``call()``, bounded by the store's timeout; on any failure the fallback (logged once
+        per outage, never with the traceback: its frames hold the store's command arguments)."""
+        try:
+            async with asyncio.timeout(self._store.timeout + margin):
+                result = await call()
+        except Exception as error:  # a broken store is an outage, never a failure
+            self._store_failed(error)
+            return fallback
+        if self._store_down:
+            self._store_down = False
+            logger.warning("the token store answers again")
+        return result
+
+    def _store_failed(self, error: Exception) -> None:
+        if not self._store_down:
+            self._store_down = True
+            logger.warning(
+                "the token store failed (%s); access tokens are fetched and kept in this "
+                "process until it answers again",
+                "timeout" if isinstance(error, TimeoutError) else type(error).__name__,
+            )
