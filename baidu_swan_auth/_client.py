@@ -331,8 +331,9 @@ class SwanAuthClient:
         Raises:
             InvalidClientError: Baidu refuses the AppKey or AppSecret.
             ExchangeTimeoutError: No token came within ``timeout``.
-            ServiceUnavailableError, TransportError, ResponseError: As for ``exchange()``.
             ClientClosedError: The client was closed before or during the call.
+            SwanAuthError: The other failures of ``exchange()``: unavailable, transport,
+                response.
         """
         seconds, _, _ = self._engine.settings_for(timeout, None)
         self._holder.bind(asyncio.get_running_loop())
@@ -354,8 +355,8 @@ class SwanAuthClient:
             InvalidInputError: The openid is empty, over 1 KiB or contains control characters.
             ApiError: Baidu answered with an error; ``errno`` says which.
             TokenRejectedError: Baidu refused the access token, and a fresh one too.
-            ServiceUnavailableError, TransportError, ExchangeTimeoutError, ResponseError,
-                ClientClosedError: As for ``exchange()``.
+            SwanAuthError: The other failures of ``exchange()``: unavailable, transport,
+                timeout, response, closed.
         """
         check_code(openid, "openid")
         loop = asyncio.get_running_loop()

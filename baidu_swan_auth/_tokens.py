@@ -13,9 +13,10 @@ The rules, from one process up to a fleet sharing one store:
   A lock wait that times out reads the store once more before it fetches.
 * **A rejected token** (Baidu's 110/111) is deleted from the store only if the store still holds
   that same token (compare and delete), so a late rejection never deletes its successor.
-* **The store is never a new way to fail.** Every store call is bounded by the store's
-  ``timeout``; a store that fails, hangs or holds garbage is logged once per outage and the token
-  is fetched in-process, under the same rules as without a store.
+* **The store is never a new way to fail.** The store's work before a fetch (read, lock, read
+  again) is bounded by the store's ``timeout`` as a whole, and so is its work after; a store
+  that fails, hangs or holds garbage is logged once per outage, the token is fetched in-process
+  under the same rules as without a store, and renewals do without the store for a while.
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ _LONGEST_REFRESH_MARGIN = 3600.0
 #: the way.
 _LAST_USE_SHARE = 0.05
 _LONGEST_LAST_USE_MARGIN = 30.0
-#: A lock's own wait is bounded by the store's timeout: the client's bound on it is this longer.
+#: A lock's own wait is bounded by the store's timeout: the client's bound on the store's work
+#: before a fetch is this longer, so that it rarely cancels an acquire that just succeeded (the
+#: lock would then be held, by nobody, until its TTL).
 _LOCK_WAIT_MARGIN = 1.0
+#: After a store failure, renewals do without the store for this long (seconds): an outage
+#: costs one bounded wait, not one per renewal.
+_STORE_REST = 30.0
 
 
 class TokenLock(Protocol):
@@ -223,6 +229,7 @@ class TokenSource:
         self._renewal: asyncio.Task[AccessToken | SwanAuthError] | None = None
         self._background_retry_at = -math.inf
         self._store_down = False
+        self._store_failed_at = -math.inf
         self.closed = False
 
     @property
@@ -327,35 +334,40 @@ class TokenSource:
             self._background_retry_at = now + min(5.0, max(schedule.last_use - now, 0.0) / 4)
 
     async def _obtain(self, rejected: AccessToken | None) -> AccessToken:
+        if self._store_resting():
+            return await self._fetch()
         store, client_id = self._store, self._client_id
+        # The store's work before a fetch shares one bound, so that a store that hangs costs
+        # one timeout, not one per command; a failed command skips the rest.
+        before_fetch = asyncio.get_running_loop().time() + store.timeout + _LOCK_WAIT_MARGIN
         if rejected is not None:
-            await self._bounded(lambda: store.invalidate(client_id, rejected), None)
-        token = await self._stored(rejected)
+            await self._bounded(lambda: store.invalidate(client_id, rejected), None, before_fetch)
+        token = await self._stored(rejected, before_fetch)
         if token is not None:
             return token
-        lock = self._bounded_lock()
+        lock = None if self._store_down else self._new_lock()
         acquired = False
         if lock is not None:
-            # The lock bounds its own wait by the store's timeout; the margin keeps this bound from
-            # cancelling an acquire that has just succeeded (the lock would then be held, by
-            # nobody, until its TTL).
-            acquired = await self._bounded(lock.acquire, False, _LOCK_WAIT_MARGIN)
+            acquired = await self._bounded(lock.acquire, False, before_fetch)
         try:
-            # Whoever held the lock may have stored a fresh token meanwhile; after a lock wait
-            # that timed out, this last read spares a fetch when the holder was only slow.
-            token = await self._stored(rejected)
+            if not self._store_down:
+                # Whoever held the lock may have stored a fresh token meanwhile; after a lock
+                # wait that timed out, this last read spares a fetch when the holder was slow.
+                token = await self._stored(rejected, before_fetch)
             if token is None:
                 token = await self._fetch()
                 ttl = token.expires_at - self._clock()
-                if ttl > 0:
-                    await self._bounded(lambda: store.set(client_id, token, ttl), None)
+                if ttl > 0 and not self._store_down:
+                    after_fetch = asyncio.get_running_loop().time() + store.timeout
+                    await self._bounded(lambda: store.set(client_id, token, ttl), None, after_fetch)
         finally:
             if acquired and lock is not None:
-                await self._bounded(lock.release, None)
+                after_fetch = asyncio.get_running_loop().time() + store.timeout
+                await self._bounded(lock.release, None, after_fetch)
         return token
 
-    async def _stored(self, rejected: AccessToken | None) -> AccessToken | None:
-        token = await self._bounded(lambda: self._store.get(self._client_id), None)
+    async def _stored(self, rejected: AccessToken | None, deadline: float) -> AccessToken | None:
+        token = await self._bounded(lambda: self._store.get(self._client_id), None, deadline)
         if token is None or not _usable(token):
             return None
         if rejected is not None and token.token == rejected.token:
@@ -364,20 +376,19 @@ class TokenSource:
             return None  # due for renewal: the fetch under the lock renews it
         return token
 
-    def _bounded_lock(self) -> TokenLock | None:
+    def _new_lock(self) -> TokenLock | None:
         try:
             return self._store.lock(self._client_id, self._lock_ttl)
         except Exception as error:  # a broken store is an outage, never a failure
             self._store_failed(error)
             return None
 
-    async def _bounded(
-        self, call: Callable[[], Awaitable[T]], fallback: T, margin: float = 0.0
-    ) -> T:
-        """``call()``, bounded by the store's timeout; on any failure the fallback (logged once
-        per outage, never with the traceback: its frames hold the store's command arguments)."""
+    async def _bounded(self, call: Callable[[], Awaitable[T]], fallback: T, deadline: float) -> T:
+        """``call()``, by ``deadline`` (the loop's clock); on any failure the fallback (logged
+        once per outage, never with the traceback: its frames hold the store's command
+        arguments)."""
         try:
-            async with asyncio.timeout(self._store.timeout + margin):
+            async with asyncio.timeout_at(deadline):
                 result = await call()
         except Exception as error:  # a broken store is an outage, never a failure
             self._store_failed(error)
@@ -387,7 +398,12 @@ class TokenSource:
             logger.warning("the token store answers again")
         return result
 
+    def _store_resting(self) -> bool:
+        """Whether the store failed so recently that a renewal does without it."""
+        return self._store_down and time.monotonic() - self._store_failed_at < _STORE_REST
+
     def _store_failed(self, error: Exception) -> None:
+        self._store_failed_at = time.monotonic()
         if not self._store_down:
             self._store_down = True
             logger.warning(
