@@ -270,7 +270,7 @@ def _exceptions() -> list[BaseException]:
         InvalidCodeError("used", error="invalid_grant", description="d", status=400, attempts=1),
         _spent(CodeConsumedError("spent", error="invalid_grant", status=400, attempts=2, errno=7)),
         InvalidClientError("secret", error="invalid_client", status=401, attempts=1),
-        TokenRejectedError("revoked", error="110", description="d", status=200, attempts=2, errno=110),
+        TokenRejectedError("revoked", error="110", status=200, attempts=2, errno=110),
         ServiceUnavailableError("busy", error="slow_down", status=429, attempts=4, retry_after=2.5),
         _spent(TransportError("reset", description="d", attempts=4)),
         _spent(ExchangeTimeoutError("timeout", attempts=2)),

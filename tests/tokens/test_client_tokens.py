@@ -91,7 +91,8 @@ async def test_the_secret_and_the_token_travel_in_form_bodies_only(
     for request in fake.requests:
         assert request.method == "POST"
         assert request.query_string == ""
-        assert token not in request.path and fake.secret not in request.path
+        assert token not in request.path
+        assert fake.secret not in request.path
 
 
 async def test_concurrent_cold_calls_fetch_one_token(
@@ -377,7 +378,7 @@ async def test_the_token_never_reaches_a_log_line_a_repr_or_an_error(
             await client.exchange(code, max_attempts=1)
         except ApiError as error:
             errors.append(error)
-        except Exception as error:  # noqa: BLE001 - collected to be searched
+        except Exception as error:  # collected to be searched
             errors.append(error)
     assert len(errors) == 2
     shown = caplog.text + repr(client) + repr(client.token_store) + repr(token)
