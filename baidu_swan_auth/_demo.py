@@ -1,6 +1,8 @@
-"""``baidu-swan-auth demo``: a guided tour, then a bulk job, against an embedded fake Baidu.
+"""``baidu-swan-auth demo``: a guided tour, the access-token calls, then a bulk job, against an
+embedded fake Baidu.
 
-Both parts go through the code paths users run: ``SwanAuthClient.exchange`` for the tour, and the
+Every part goes through the code paths users run: ``SwanAuthClient.exchange`` for the tour,
+``exchange`` with ``api="getsessionkey"`` and ``unionid`` for the access tokens, and the
 ``baidu-swan-auth exchange`` job for the bulk run. The demo exits 0 only when every outcome is the
 one it injected.
 """
@@ -21,7 +23,7 @@ import attrs
 from ._client import SwanAuthClient
 from ._errors import SwanAuthError
 from ._job import JobOptions, JobSummary, run_exchange_job
-from ._models import SessionKey, mask_code
+from ._models import AttemptEvent, SessionKey, mask_code
 from .testing import Drop, ErrorStatus, FakeBaiduServer, Fault
 
 __all__: list[str] = []  # run_demo is for cli.py only
@@ -98,6 +100,86 @@ async def _tour(fake: FakeBaiduServer, client: SwanAuthClient, out: Output) -> b
     total = len(_CASES)
     out(f"{total - failures} of {total} outcomes as expected")
     return failures == 0
+
+
+_FRESH = _CASES[0]  # a fresh code, exchanged with no fault
+
+
+def _fetches(before: int, after: int) -> str:
+    return f"token fetches {before} -> {after}"
+
+
+async def _access_tokens(fake: FakeBaiduServer, out: Output) -> bool:
+    """The v2 exchange, a revoked token renewed once, and a unionid: three outcomes checked.
+
+    No token is shown: only how many were fetched, as the fake counts them.
+    """
+    events: list[AttemptEvent] = []
+    client = SwanAuthClient(
+        fake.client_id,
+        fake.secret,
+        api="getsessionkey",
+        openapi_url=fake.openapi_url,
+        max_attempts=_ATTEMPTS,
+        on_attempt=events.append,
+    )
+    out(f"access tokens: a v2 client (api='getsessionkey') at {fake.openapi_url}; tokens not shown")
+    verdicts: list[bool] = []
+
+    def show(
+        title: str, code: str, result: SessionKey | SwanAuthError, note: str, ok: bool
+    ) -> None:
+        got, detail = _describe(result)
+        verdicts.append(ok)
+        out(f"{len(verdicts)}. {title}: code {mask_code(code)}")
+        out(f"   {got}: {detail} ({note}) -- {'as expected' if ok else 'NOT AS EXPECTED'}")
+
+    async with client:
+        before = fake.token_fetches
+        code, result = await _run_case(_FRESH, fake, client)
+        ok = isinstance(result, SessionKey) and result == _granted(fake, code)
+        show(
+            "a v2 exchange (getsessionkey) fetches a token, then uses it",
+            code,
+            result,
+            _fetches(before, fake.token_fetches),
+            ok and fake.token_fetches == before + 1,
+        )
+
+        fake.revoke_tokens()
+        before, events[:] = fake.token_fetches, []
+        code, result = await _run_case(_FRESH, fake, client)
+        refused = sum(event.reason == "token_rejected" for event in events)
+        ok = isinstance(result, SessionKey) and result == _granted(fake, code)
+        show(
+            "Baidu revokes every token, then a v2 exchange",
+            code,
+            result,
+            f"revoked token refused {refused}x, renewed once: "
+            f"{_fetches(before, fake.token_fetches)}",
+            ok and refused == 1 and fake.token_fetches == before + 1,
+        )
+
+        openid = result.openid if isinstance(result, SessionKey) else "no-openid"
+        before = fake.token_fetches
+        try:
+            unionid: str | SwanAuthError = await client.unionid(openid)
+        except SwanAuthError as error:
+            unionid = error
+        verdicts.append(unionid == fake.unionid_for(openid) and fake.token_fetches == before)
+        shown = f"unionid={unionid}" if isinstance(unionid, str) else _describe(unionid)[1]
+        out(f"{len(verdicts)}. unionid() of openid {openid}, with the same token")
+        out(
+            f"   {shown} (no new token: {_fetches(before, fake.token_fetches)}) -- "
+            f"{'as expected' if verdicts[-1] else 'NOT AS EXPECTED'}"
+        )
+    out(f"{sum(verdicts)} of {len(verdicts)} access-token outcomes as expected")
+    return all(verdicts)
+
+
+def _granted(fake: FakeBaiduServer, code: str) -> SessionKey:
+    grant = fake.grant_for(code)
+    return SessionKey(grant.openid, grant.session_key)
 
 
 # The bulk run's mix: (share of inputs, the record's expected "error", or "ok").
@@ -221,7 +303,8 @@ async def run_demo(out: Output, *, bulk_size: int = 3000, on_record: OnRecord | 
         )
         async with client:
             toured = await _tour(fake, client, out)
+            tokens = await _access_tokens(fake, out)
             bulked = await _bulk(fake, client, out, bulk_size, on_record)
-    ok = toured and bulked
+    ok = toured and tokens and bulked
     out("demo: every outcome as expected" if ok else "demo: SOME OUTCOMES WERE NOT AS EXPECTED")
     return 0 if ok else 1

@@ -91,7 +91,17 @@ NO_RECORD, SUCCEEDED, FAILED_FINALLY, TO_RETRY = 0, 1, 2, 3
 #: did (a spent code then gets its own final record). The job-stopping kinds are among them: a
 #: resume with the right AppSecret completes the job they stopped.
 RETRYABLE_KINDS = frozenset(
-    {"transport", "timeout", "unavailable", "closed", "invalid_client", "configuration", "usage"}
+    {
+        "transport",
+        "timeout",
+        "unavailable",
+        "closed",
+        # v2: the gateway refused the token before the code reached the exchange.
+        "token_rejected",
+        "invalid_client",
+        "configuration",
+        "usage",
+    }
 )
 #: Failures that say the job itself is misconfigured: every further line would fail the same way.
 JOB_STOPPING_KINDS = frozenset({"invalid_client", "configuration", "usage"})

@@ -409,5 +409,6 @@ class TokenSource:
             logger.warning(
                 "the token store failed (%s); access tokens are fetched and kept in this "
                 "process until it answers again",
-                "timeout" if isinstance(error, TimeoutError) else type(error).__name__,
+                # redis-py's TimeoutError is not the builtin one: both read "timeout".
+                "timeout" if "Timeout" in type(error).__name__ else type(error).__name__,
             )

@@ -11,17 +11,21 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._client import SwanAuthClient
 from ._endpoints import check_endpoint
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, MissingDependencyError
 from ._job import JobOptions, JobSummary, run_exchange_job
 from ._job_input import count_input_lines
 from ._job_output import JobError
-from ._settings import ENV_ENDPOINT
+from ._settings import API_V1, API_V2, ENV_API, ENV_ENDPOINT, ENV_OPENAPI_URL
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .redis import RedisTokenStore
 
 __all__ = ["main"]
 
@@ -32,6 +36,12 @@ EXIT_USAGE = 2  # usage, configuration or file error: nothing was exchanged
 # the fix is to make room (or repair the input) and --resume, not to change the command line.
 EXIT_IO_FAILED = 3
 _PREFIX = "baidu-swan-auth exchange: "
+
+#: A Redis URL (it may carry a password: it is never shown) whose token store the job shares with
+#: the web fleet, so that a bulk v2 job uses the fleet's access token rather than one of its own.
+ENV_REDIS_URL = "BAIDU_SWAN_REDIS_URL"
+#: How long closing the Redis client may take at the end of a job, at most.
+_STORE_CLOSE_TIMEOUT = 5.0
 
 
 def _say(text: str) -> None:
@@ -147,7 +157,95 @@ def _refusal(args: argparse.Namespace) -> str | None:
             )
         except ConfigurationError as error:
             return str(error)
+    openapi_url = args.openapi_url or os.environ.get(ENV_OPENAPI_URL)
+    if openapi_url:
+        try:
+            check_endpoint(
+                openapi_url,
+                args.allow_insecure_http,
+                insecure_hint="pass --allow-insecure-http",
+                name="--openapi-url" if args.openapi_url else ENV_OPENAPI_URL,
+            )
+        except ConfigurationError as error:
+            return str(error)
+    api = os.environ.get(ENV_API)
+    if not args.api and api and api not in (API_V1, API_V2):
+        return f"{ENV_API} must be {API_V1} or {API_V2}, not {api!r}"
     return None
+
+
+class _StoreRefused(Exception):
+    """The Redis token store cannot be built: the message says why, without the URL."""
+
+
+def _redis_store(url: str) -> RedisTokenStore:
+    """The job's token store in Redis at ``url``; redis-py is imported here, and only here."""
+    try:
+        from .redis import RedisTokenStore  # noqa: PLC0415 (the redis extra, when asked for)
+    except MissingDependencyError:
+        raise _StoreRefused(
+            f"{ENV_REDIS_URL} is set, but sharing the access token through Redis needs "
+            "redis-py: pip install 'baidu-swan-auth[redis]', or unset "
+            f"{ENV_REDIS_URL}"
+        ) from None
+    try:
+        # The store's defaults, those of the fleet's own from_url(url): the same keys, and the
+        # same lock wait, so that the job fetches no token a web process is fetching already.
+        return RedisTokenStore.from_url(url)
+    except (ValueError, TypeError) as error:  # redis-py's own parsing of the URL
+        raise _StoreRefused(
+            f"{ENV_REDIS_URL} is not a usable Redis URL: {_without_secrets(str(error), url)}"
+        ) from None
+
+
+def _without_secrets(text: str, url: str) -> str:
+    """``text`` with the URL and its password, in every form the URL holds it, blanked."""
+    secrets = {url}
+    with contextlib.suppress(ValueError):
+        password = urllib.parse.urlsplit(url).password
+        if password:
+            secrets |= {password, urllib.parse.unquote(password)}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+async def _close_store(store: RedisTokenStore) -> None:
+    """Close the store's Redis client: a failure to do so is no failure of the job, and its
+    message (which may name the server) is not shown."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_STORE_CLOSE_TIMEOUT):
+            await store.aclose()
+
+
+class _WarningLine(logging.Handler):
+    """The SDK's warnings (a token store that fails, ...) as one line in the CLI's terms."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad log call must not stop the job
+            message = str(record.msg)
+        _say(f"{_PREFIX}warning: {message}")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(verbose: bool) -> Iterator[None]:
+    """Show the SDK's warnings as ``baidu-swan-auth exchange: warning: ...`` (with -v, the
+    logging set up for it shows them already)."""
+    if verbose:
+        yield
+        return
+    logger = logging.getLogger("baidu_swan_auth")
+    handler = _WarningLine()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 async def _exchange_command(args: argparse.Namespace) -> int:
@@ -161,6 +259,26 @@ async def _exchange_command(args: argparse.Namespace) -> int:
     }
     if args.endpoint:
         overrides["endpoint"] = args.endpoint
+    if args.api:
+        overrides["api"] = args.api
+    if args.openapi_url:
+        overrides["openapi_url"] = args.openapi_url
+    redis_url = os.environ.get(ENV_REDIS_URL)
+    if not redis_url:
+        return await _exchange_with(args, overrides)
+    try:
+        store = _redis_store(redis_url)
+    except _StoreRefused as refused:
+        _say(f"{_PREFIX}{refused}")
+        return EXIT_USAGE
+    try:
+        return await _exchange_with(args, {**overrides, "token_store": store})
+    finally:
+        # After the client, on every way out: a signal too ends the job through here.
+        await _close_store(store)
+
+
+async def _exchange_with(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     try:
         client = SwanAuthClient.from_env(**overrides)
     except ConfigurationError as error:
@@ -262,9 +380,11 @@ def _parser() -> argparse.ArgumentParser:
         help="exchange a file of codes into a file of records",
         description="Exchange every code of INPUT (JSON Lines objects with a 'code' field, or "
         "one code per line) into one JSON Lines record each in OUTPUT. Credentials come from "
-        "BAIDU_SWAN_CLIENT_ID and BAIDU_SWAN_SECRET only. Exit status: 0 all ok, 1 some inputs "
-        "failed, 2 usage, configuration or file error (nothing exchanged), 3 OUTPUT could not "
-        "be written (records so far are whole: --resume), 130 after Ctrl-C, 143 after SIGTERM.",
+        "BAIDU_SWAN_CLIENT_ID and BAIDU_SWAN_SECRET only. With BAIDU_SWAN_REDIS_URL set, the "
+        "access token (--api getsessionkey) is shared through that Redis. Exit status: 0 all "
+        "ok, 1 some inputs failed, 2 usage, configuration or file error (nothing exchanged), "
+        "3 OUTPUT could not be written (records so far are whole: --resume), 130 after Ctrl-C, "
+        "143 after SIGTERM.",
     )
     exchange.add_argument(
         "input", metavar="INPUT", help="a file, a pipe or FIFO (read once), or - for stdin"
@@ -286,6 +406,18 @@ def _parser() -> argparse.ArgumentParser:
         "--endpoint", help="exchange URL (default: $BAIDU_SWAN_ENDPOINT or Baidu's)"
     )
     exchange.add_argument(
+        "--api",
+        choices=(API_V1, API_V2),
+        help=f"the exchange API: {API_V1} (v1, the AppSecret goes with each code) or {API_V2} "
+        f"(v2, an access token goes with each code) (default: ${ENV_API}, else {API_V1})",
+    )
+    exchange.add_argument(
+        "--openapi-url",
+        metavar="URL",
+        help="base URL of the access-token APIs, used by --api getsessionkey (default: "
+        f"${ENV_OPENAPI_URL} or Baidu's)",
+    )
+    exchange.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted job: skip inputs OUTPUT already has a record for",
@@ -294,8 +426,8 @@ def _parser() -> argparse.ArgumentParser:
     exchange.add_argument(
         "--allow-insecure-http",
         action="store_true",
-        help="allow a plain http:// endpoint on a host that is not loopback (the AppSecret "
-        "then travels in clear text)",
+        help="allow a plain http:// endpoint or --openapi-url on a host that is not loopback "
+        "(the AppSecret then travels in clear text)",
     )
     _verbose_flag(exchange, inherited=True)
     return parser
@@ -319,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if bar is not None:
                 bar.close()
     if args.command == "exchange":
-        return asyncio.run(_exchange_command(args))
+        with _warnings_as_lines(args.verbose):
+            return asyncio.run(_exchange_command(args))
     raise AssertionError(f"unhandled command {args.command}")  # argparse refuses others
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from baidu_swan_auth.testing import Delay, ErrorStatus, FakeBaiduServer
+from baidu_swan_auth.testing import Delay, ErrorStatus, FakeBaiduServer, RawBody
 
 from .test_cli_exchange import COMMAND, _env, _records, _run, _wait_for_records
 
@@ -357,3 +357,28 @@ except OSError as error:
     assert "refused 27" in result.stdout, result.stdout + result.stderr  # EFBIG
     assert output.read_bytes() == before, "the original is kept whole"
     assert [p.name for p in tmp_path.iterdir()] == ["records.jsonl"], "no temporary left"
+
+
+def test_a_refused_token_is_retried_by_a_resume(
+    fake_baidu: FakeBaiduServer, tmp_path: Path
+) -> None:
+    source, output = tmp_path / "codes.jsonl", tmp_path / "records.jsonl"
+    codes = _codes_file(fake_baidu, source, 3)
+    refused = RawBody(b'{"error_code": 110, "error_msg": "Access token invalid"}')
+    for code in codes:
+        fake_baidu.script(code, refused, refused)  # the fresh token is refused too
+    env = _env(
+        fake_baidu, BAIDU_SWAN_API="getsessionkey", BAIDU_SWAN_OPENAPI_URL=fake_baidu.openapi_url
+    )
+
+    first = _run(fake_baidu, str(source), "-o", str(output), "--no-progress", env=env)
+
+    assert first.returncode == 1, first.stderr
+    assert {record["kind"] for record in _records(output)} == {"token_rejected"}
+    assert not any(fake_baidu.is_spent(code) for code in codes)
+    resumed = _run(
+        fake_baidu, str(source), "-o", str(output), "--resume", "--no-progress", env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 ok, 0 failed, 3 of them retried" in resumed.stderr
+    assert all(fake_baidu.is_spent(code) for code in codes)
