@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._models import AccessToken, AttemptEvent, SessionKey
 from ._retry import RetryBudget
-from ._tokens import MemoryTokenStore, TokenLock, TokenStore
+from ._token_store import MemoryTokenStore, TokenLock, TokenStore
 from ._version import __version__
 from .bulk import Outcome, RateLimiter
 from .crypto import decrypt_user_data, swanid_signature, verify_swanid_signature

@@ -1,5 +1,8 @@
 """``SwanAuthClient``: the public face of the exchange and of the access-token calls.
 
+Over 350 lines because it is the reference of every public call: about 150 of its lines are the
+docstrings the API reference renders; the work is in the modules below.
+
 It checks its settings (``_settings``), owns its aiohttp session and its closing, and hands each
 call to the engine (``_engine``) as an operation (``_operations``), with single-flight of
 duplicate codes (``_flight``). ``exchange_many`` drives ``exchange`` through ``_many``.
@@ -45,7 +48,7 @@ from ._token_calls import TokenCalls
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
 
-    from ._tokens import TokenStore
+    from ._token_store import TokenStore
 
 __all__ = ["SwanAuthClient"]
 

@@ -8,7 +8,6 @@ and a fresh token may succeed. Everything else an answer can say is read as on t
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ GETUNIONID_PATH = "/rest/2.0/smartapp/getunionid"
 #: The gateway's answers about the token itself.
 TOKEN_REJECTIONS = {110: "invalid or revoked", 111: "expired"}
 
+_SHORTEST_LIFETIME = 1
 #: A lifetime beyond ten years is no lifetime Baidu gives; it would only postpone renewal forever.
 _LONGEST_LIFETIME = 10 * 365 * 86400
 #: Baidu's tokens look like "24.<hex>.2592000.<time>.<n>-<app id>": printable ASCII, no spaces.
@@ -51,7 +51,7 @@ def read_token(
         if payload is not None and error_from_payload(payload, status, "token fetch") is None:
             token = payload.get("access_token")
             lifetime = _lifetime(payload.get("expires_in"))
-            if type(token) is str and _TOKEN_SHAPE.fullmatch(token) and lifetime is not None:
+            if type(token) is str and is_token_text(token) and lifetime is not None:
                 return AccessToken(token, now + lifetime, now)
     raise failure_of(
         status,
@@ -64,13 +64,23 @@ def read_token(
     )
 
 
+def is_token_text(token: str) -> bool:
+    """Whether ``token`` has the shape of Baidu's tokens (and can travel in a form body)."""
+    return _TOKEN_SHAPE.fullmatch(token) is not None
+
+
 def _lifetime(value: object) -> float | None:
+    """``expires_in`` in seconds, or None for one that is not a number of seconds from 1 s to
+    ten years (a token that expires on arrival is no token)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+    if isinstance(value, str):
+        # A few digits at most: int() of thousands of digits is slow, and past ten years anyway.
+        if not (value.isascii() and value.isdigit() and len(value) <= 12):
+            return None
         value = int(value)
-    if isinstance(value, int | float) and math.isfinite(value) and 0 < value <= _LONGEST_LIFETIME:
-        return float(value)
+    if isinstance(value, int | float) and _SHORTEST_LIFETIME <= value <= _LONGEST_LIFETIME:
+        return float(value)  # NaN fails the comparison; an int past a float fails the bound
     return None
 
 
@@ -108,6 +118,17 @@ def read_unionid(
     raise failure_of(status, headers, body, *blanks(), lacking, "unionid lookup")
 
 
+def _gateway_code(value: object) -> int | None:
+    """110 or 111 as Baidu's gateway may send it (a number, a digit string, 110.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 3:
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value in TOKEN_REJECTIONS else None
+
+
 def _data(
     status: int, body: bytes | None, blanks: Callable[[], tuple[Redactor, Redactor]], call: str
 ) -> dict[str, Any] | None:
@@ -118,10 +139,11 @@ def _data(
     payload = json_object(body)
     if payload is None:
         return None
-    rejection = payload.get("error_code")
-    if type(rejection) is int and rejection in TOKEN_REJECTIONS:
+    rejection = _gateway_code(payload.get("error_code"))
+    if rejection is not None:
         message = payload.get("error_msg")
-        description = blanks()[0](message[:300]) if isinstance(message, str) else None
+        # Blanked whole, then cut: a secret cut in two would no longer be found and blanked.
+        description = blanks()[0](message)[:300] if isinstance(message, str) else None
         error = TokenRejectedError(
             f"Baidu refused the access token of the {call}: error_code {rejection} "
             f"({TOKEN_REJECTIONS[rejection]})",

@@ -22,7 +22,8 @@ from ._models import AccessToken
 from ._openapi import GETSESSIONKEY_PATH, GETUNIONID_PATH, TOKEN_PATH
 from ._operations import Operation, SessionKeyV2, TokenFetch, TokenRequest, UnionIdLookup
 from ._protocol import Credentials
-from ._tokens import MemoryTokenStore, TokenSource, TokenStore
+from ._token_store import MemoryTokenStore, TokenStore, check_store_timeout
+from ._tokens import TokenSource
 
 __all__: list[str] = []
 
@@ -49,6 +50,9 @@ class TokenCalls:
     ) -> None:
         self._engine = engine
         self._holder = holder
+        if store is not None:
+            # Read on every renewal: a store whose timeout bounds nothing would hang them all.
+            check_store_timeout(getattr(store, "timeout", None))
         self.tokens = TokenSource(
             credentials.client_id,
             store if store is not None else MemoryTokenStore(),

@@ -27,22 +27,20 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import attrs
 
-from ._errors import ClientClosedError, ConfigurationError, ExchangeTimeoutError, SwanAuthError
+from ._errors import ClientClosedError, ExchangeTimeoutError, SwanAuthError
 from ._models import AccessToken
+from ._openapi import is_token_text
+from ._token_store import TokenLock, TokenStore, finite_number
 
-__all__ = ["MemoryTokenStore", "TokenLock", "TokenStore"]
+__all__: list[str] = []
 
 logger = logging.getLogger("baidu_swan_auth")
 
 T = TypeVar("T")
-
-#: How long a client waits on a store for one token (every call and the lock wait included)
-#: unless the store says otherwise.
-DEFAULT_STORE_TIMEOUT = 3.0
 
 #: A renewal starts this share of the lifetime before the expiry, at most an hour before.
 _REFRESH_SHARE = 0.25
@@ -58,125 +56,6 @@ _LOCK_WAIT_MARGIN = 1.0
 #: After a store failure, renewals do without the store for this long (seconds): an outage
 #: costs one bounded wait, not one per renewal.
 _STORE_REST = 30.0
-
-
-class TokenLock(Protocol):
-    """A lock on one app's token in a store: at most one holder fleet-wide, who fetches."""
-
-    async def acquire(self) -> bool:
-        """Wait for the lock, at most the store's ``timeout``: True when it is held."""
-        ...
-
-    async def release(self) -> None:
-        """Give the lock back; a lock that expired meanwhile is no error."""
-        ...
-
-
-class TokenStore(Protocol):
-    """Where the access tokens of a fleet are kept, so that its processes share one.
-
-    [`MemoryTokenStore`][baidu_swan_auth.MemoryTokenStore] is the default;
-    [`RedisTokenStore`][baidu_swan_auth.redis.RedisTokenStore] shares tokens between processes
-    and machines. A store of your own implements these five members. The client bounds every
-    call with ``timeout`` and takes any exception from the store as an outage (logged once,
-    and the token is then fetched in-process): a store never makes a call fail. A store holds
-    tokens only, never the AppSecret.
-
-    Attributes:
-        timeout: Seconds a client waits on the store for one token, the lock wait included.
-    """
-
-    timeout: float
-
-    async def get(self, client_id: str) -> AccessToken | None:
-        """The stored token of the app ``client_id``, or None (also for an unreadable value)."""
-        ...
-
-    async def set(self, client_id: str, token: AccessToken, ttl: float) -> None:
-        """Store ``token``, to be forgotten after ``ttl`` seconds (when it expires)."""
-        ...
-
-    async def invalidate(self, client_id: str, token: AccessToken) -> None:
-        """Forget the stored token, but only if it is still ``token`` (compare and delete)."""
-        ...
-
-    def lock(self, client_id: str, ttl: float) -> TokenLock:
-        """A new lock on the app's token; a holder that dies loses it after ``ttl`` seconds."""
-        ...
-
-
-def check_store_timeout(timeout: object) -> float:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ConfigurationError("a token store's timeout must be a positive number of seconds")
-    return float(timeout)
-
-
-class MemoryTokenStore:
-    """The default store: tokens kept in this process, shared by the clients given the same
-    store (one event loop). With no store passed, each client has its own.
-
-    Args:
-        timeout: Seconds a client waits on the store for one token, the lock wait included.
-    """
-
-    def __init__(self, *, timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
-        self.timeout = check_store_timeout(timeout)
-        self._tokens: dict[str, tuple[AccessToken, float]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def get(self, client_id: str) -> AccessToken | None:
-        stored = self._tokens.get(client_id)
-        if stored is None:
-            return None
-        token, forget_at = stored
-        if time.monotonic() >= forget_at:
-            del self._tokens[client_id]
-            return None
-        return token
-
-    async def set(self, client_id: str, token: AccessToken, ttl: float) -> None:
-        self._tokens[client_id] = (token, time.monotonic() + ttl)
-
-    async def invalidate(self, client_id: str, token: AccessToken) -> None:
-        stored = self._tokens.get(client_id)
-        if stored is not None and stored[0].token == token.token:
-            del self._tokens[client_id]
-
-    def lock(self, client_id: str, ttl: float) -> TokenLock:
-        # The holder is a task of this process, which releases it in a finally: no TTL needed.
-        lock = self._locks.setdefault(client_id, asyncio.Lock())
-        return _MemoryLock(lock, self.timeout)
-
-    def __repr__(self) -> str:
-        return f"<MemoryTokenStore apps={len(self._tokens)}>"
-
-
-class _MemoryLock:
-    __slots__ = ("_held", "_lock", "_wait")
-
-    def __init__(self, lock: asyncio.Lock, wait: float) -> None:
-        self._lock = lock
-        self._wait = wait
-        self._held = False
-
-    async def acquire(self) -> bool:
-        try:
-            async with asyncio.timeout(self._wait):
-                await self._lock.acquire()
-        except TimeoutError:
-            return False
-        self._held = True
-        return True
-
-    async def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._lock.release()
 
 
 @attrs.frozen
@@ -195,16 +74,15 @@ class _Schedule:
         return cls(token, token.expires_at - refresh_margin, token.expires_at - last_use_margin)
 
 
-def _usable(token: object) -> bool:
-    """Whether a store's answer is a token worth reading (a custom store may hand back junk)."""
+def is_usable_token(token: object) -> bool:
+    """Whether a store's answer is a token worth reading (a custom store may hand back junk):
+    a token of the shape Baidu's answers are checked for, and finite times."""
     return (
         type(token) is AccessToken
         and type(token.token) is str
-        and bool(token.token)
-        and isinstance(token.expires_at, int | float)
-        and isinstance(token.fetched_at, int | float)
-        and math.isfinite(token.expires_at)
-        and math.isfinite(token.fetched_at)
+        and is_token_text(token.token)
+        and finite_number(token.expires_at) is not None
+        and finite_number(token.fetched_at) is not None
     )
 
 
@@ -263,17 +141,24 @@ class TokenSource:
     async def replace(self, rejected: AccessToken, timeout: float) -> AccessToken:
         """A token other than ``rejected``, which Baidu refused: fetched or read again."""
         schedule = self._schedule
-        if schedule is not None and schedule.token.token == rejected.token:
-            self._schedule = None
+        if schedule is not None:
+            if schedule.token.token == rejected.token:
+                self._schedule = None
+            elif self._clock() < schedule.last_use:
+                return schedule.token  # a late rejection: its successor is here already
         return await self._wait_for_renewal(rejected, timeout)
 
     async def aclose(self) -> None:
         """Cancel a renewal under way; its waiters get ``ClientClosedError``."""
         self.closed = True
         renewal = self._renewal
-        if renewal is not None and not renewal.done():
+        # A store's cleanup may swallow one cancellation (a lock release that hangs): cancel
+        # again, a bounded number of times, until the renewal is gone.
+        for _ in range(10):
+            if renewal is None or renewal.done():
+                return
             renewal.cancel()
-            await asyncio.wait([renewal], timeout=5.0)
+            await asyncio.wait([renewal], timeout=0.5)
 
     # -- the renewal ----------------------------------------------------------------------
 
@@ -348,7 +233,9 @@ class TokenSource:
         lock = None if self._store_down else self._new_lock()
         acquired = False
         if lock is not None:
-            acquired = await self._bounded(lock.acquire, False, before_fetch)
+            # Looked up inside the bound: a lock object without the method is an outage too.
+            acquire = lambda: lock.acquire()  # noqa: E731, PLW0108
+            acquired = await self._bounded(acquire, False, before_fetch)
         try:
             if not self._store_down:
                 # Whoever held the lock may have stored a fresh token meanwhile; after a lock
@@ -363,12 +250,13 @@ class TokenSource:
         finally:
             if acquired and lock is not None:
                 after_fetch = asyncio.get_running_loop().time() + store.timeout
-                await self._bounded(lock.release, None, after_fetch)
+                release = lambda: lock.release()  # noqa: E731, PLW0108 - as acquire above
+                await self._bounded(release, None, after_fetch)
         return token
 
     async def _stored(self, rejected: AccessToken | None, deadline: float) -> AccessToken | None:
         token = await self._bounded(lambda: self._store.get(self._client_id), None, deadline)
-        if token is None or not _usable(token):
+        if token is None or not is_usable_token(token):
             return None
         if rejected is not None and token.token == rejected.token:
             return None
@@ -393,6 +281,13 @@ class TokenSource:
         except Exception as error:  # a broken store is an outage, never a failure
             self._store_failed(error)
             return fallback
+        except asyncio.CancelledError as cancelled:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Nobody cancelled this task: the store raised CancelledError of its own.
+            self._store_failed(cancelled)
+            return fallback
         if self._store_down:
             self._store_down = False
             logger.warning("the token store answers again")
@@ -402,7 +297,7 @@ class TokenSource:
         """Whether the store failed so recently that a renewal does without it."""
         return self._store_down and time.monotonic() - self._store_failed_at < _STORE_REST
 
-    def _store_failed(self, error: Exception) -> None:
+    def _store_failed(self, error: BaseException) -> None:
         self._store_failed_at = time.monotonic()
         if not self._store_down:
             self._store_down = True

@@ -28,7 +28,8 @@ from typing import Any, Self
 
 from ._errors import ConfigurationError, MissingDependencyError
 from ._models import AccessToken
-from ._tokens import DEFAULT_STORE_TIMEOUT, TokenLock, check_store_timeout
+from ._token_store import DEFAULT_STORE_TIMEOUT, TokenLock, check_store_timeout, finite_number
+from ._tokens import is_usable_token
 
 try:
     from redis import Redis as _SyncRedis
@@ -222,9 +223,10 @@ def _check_prefix(prefix: object) -> str:
 
 
 def _milliseconds(ttl: float) -> int:
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl):
+    seconds = finite_number(ttl)
+    if seconds is None:
         raise ConfigurationError("a TTL must be a finite number of seconds")
-    return max(1, math.ceil(ttl * 1000))
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _decode(raw: object) -> AccessToken | None:
@@ -244,10 +246,9 @@ def _decode(raw: object) -> AccessToken | None:
         return None
     if not _is_time(value.get("fetched_at")) or not isinstance(value.get("token"), str):
         return None
-    if not value["token"]:
-        return None
-    return AccessToken(value["token"], float(value["expires_at"]), float(value["fetched_at"]))
+    token = AccessToken(value["token"], float(value["expires_at"]), float(value["fetched_at"]))
+    return token if is_usable_token(token) else None
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return finite_number(value) is not None

@@ -15,7 +15,8 @@ import redis.exceptions
 
 from baidu_swan_auth import ConfigurationError
 from baidu_swan_auth._models import AccessToken
-from baidu_swan_auth._tokens import TokenSource, TokenStore
+from baidu_swan_auth._token_store import TokenStore
+from baidu_swan_auth._tokens import TokenSource
 from baidu_swan_auth.redis import RedisTokenStore
 
 from ..helpers import traceback_frames
