@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 from aiohttp.payload import BytesPayload
 
+from . import _observe
 from ._errors import (
     ClientClosedError,
     CodeConsumedError,
@@ -29,6 +30,7 @@ from ._errors import (
     TransportError,
 )
 from ._models import AttemptEvent
+from ._observe import CallObservation, Observer
 from ._operations import Operation
 from ._pacing import current_pace
 from ._protocol import FORM_CONTENT_TYPE, AttemptFailure, read_capped_body
@@ -125,64 +127,85 @@ class Engine:
         self.budget.deposit()
         flight.attempts = attempt = 1
         may_have_spent = renewed = False
-        while True:
-            try:
-                result = await self._attempt(session, operation, request, attempt_timeout)
-            except AttemptFailure as caught:
-                failure = caught
-            else:
-                if self.on_attempt is not None or logger.isEnabledFor(logging.DEBUG):
-                    elapsed = loop.time() - attempt_started
-                    shown = operation.shown(request)
-                    self._report(operation, shown, attempt, "ok", 200, elapsed, None, "success")
-                return result
-            # From here on, the slow path: a retry's bookkeeping. Outside the except block, so the
-            # error the call raises does not drag the AttemptFailure (and the frames that parsed
-            # Baidu's answer) along as its __context__.
-            now = loop.time()
-            elapsed = now - attempt_started
-            may_have_spent |= failure.disposition is Disposition.AMBIGUOUS
-            deadline = started + timeout
-            renewal = None
-            if failure.stale_token and not renewed:
-                renewal = operation.renewed(request, deadline - now)
-            wait: float | None
-            if renewal is not None:
-                # Baidu refused the access token before the service saw the request: one more
-                # attempt with a fresh token, at once, outside max_attempts and the budget.
-                renewed = True
-                reason, wait = "token_rejected", 0.0
-            else:
-                reason, wait = self._plan_retry(
-                    failure, attempt, max_attempts, deadline - now, elapsed
+        observer = _observe.observer
+        observation = None if observer is None else _started(observer, operation)
+        try:
+            while True:
+                try:
+                    result = await self._attempt(session, operation, request, attempt_timeout)
+                except AttemptFailure as caught:
+                    failure = caught
+                else:
+                    if (
+                        observation is not None
+                        or self.on_attempt is not None
+                        or logger.isEnabledFor(logging.DEBUG)
+                    ):
+                        elapsed = loop.time() - attempt_started
+                        shown = operation.shown(request)
+                        self._report(
+                            operation, shown, attempt, "ok", 200, elapsed, None, "success",
+                            None, observation,
+                        )
+                        if observation is not None:
+                            _finished(observation, None, attempt)
+                    return result
+                # From here on, the slow path: a retry's bookkeeping. Outside the except block, so
+                # the error the call raises does not drag the AttemptFailure (and the frames that
+                # parsed Baidu's answer) along as its __context__.
+                now = loop.time()
+                elapsed = now - attempt_started
+                may_have_spent |= failure.disposition is Disposition.AMBIGUOUS
+                deadline = started + timeout
+                renewal = None if renewed else self._renewal(operation, request, failure, deadline)
+                renewed |= renewal is not None
+                reason, wait = (
+                    ("token_rejected", 0.0)
+                    if renewal is not None
+                    else self._plan_retry(failure, attempt, max_attempts, deadline - now, elapsed)
                 )
-            self._report(
-                operation,
-                operation.shown(request),
-                attempt,
-                _outcome(failure.error),
-                failure.status,
-                elapsed,
-                getattr(failure.error, "error", None),
-                reason,
-                wait,
-            )
-            if wait is None:
-                raise self._final_error(operation, failure, attempt, may_have_spent)
-            if renewal is not None:
-                request = await _renewed(renewal, attempt, may_have_spent)
-                max_attempts += 1
-            else:
-                await self._wait_to_retry(
-                    wait, deadline, operation, failure, attempt, may_have_spent
+                self._report(
+                    operation,
+                    operation.shown(request),
+                    attempt,
+                    _outcome(failure.error),
+                    failure.status,
+                    elapsed,
+                    getattr(failure.error, "error", None),
+                    reason,
+                    wait,
+                    observation,
                 )
-            attempt += 1
-            flight.attempts = attempt
-            attempt_started = loop.time()
-            remaining = deadline - attempt_started
-            if remaining <= 0:
-                raise self._final_error(operation, failure, attempt - 1, may_have_spent)
-            attempt_timeout = self.attempt_timeout(remaining)
+                if wait is None:
+                    raise self._final_error(operation, failure, attempt, may_have_spent)
+                if renewal is not None:
+                    request = await _renewed(renewal, attempt, may_have_spent)
+                    max_attempts += 1
+                else:
+                    await self._wait_to_retry(
+                        wait, deadline, operation, failure, attempt, may_have_spent
+                    )
+                attempt += 1
+                flight.attempts = attempt
+                attempt_started = loop.time()
+                remaining = deadline - attempt_started
+                if remaining <= 0:
+                    raise self._final_error(operation, failure, attempt - 1, may_have_spent)
+                attempt_timeout = self.attempt_timeout(remaining)
+        except BaseException as error:
+            if observation is not None:
+                _finished(observation, error, flight.attempts)
+            raise
+
+    @staticmethod
+    def _renewal(
+        operation: Operation[Any, T], request: Any, failure: AttemptFailure, deadline: float
+    ) -> Awaitable[Any] | None:
+        """When Baidu refused the access token before the service saw the request: the request
+        with a fresh one, for one more attempt at once, outside max_attempts and the budget."""
+        if not failure.stale_token:
+            return None
+        return operation.renewed(request, deadline - asyncio.get_running_loop().time())
 
     async def _wait_to_retry(
         self,
@@ -325,6 +348,7 @@ class Engine:
         error: str | None,
         reason: str,
         wait: float | None = None,
+        observation: CallObservation | None = None,
     ) -> None:
         # Takes the request as it may be shown (a masked code): logger.exception below records
         # this frame's locals.
@@ -342,7 +366,7 @@ class Engine:
                 elapsed,
                 decision,
             )
-        if self.on_attempt is None:
+        if self.on_attempt is None and observation is None:
             return
         event = AttemptEvent(
             code=shown,
@@ -356,6 +380,13 @@ class Engine:
             reason=reason,
             operation=operation.name,
         )
+        if observation is not None:
+            try:
+                observation.attempt(event)
+            except Exception:
+                logger.exception("the instrumentation failed on an attempt; the call goes on")
+        if self.on_attempt is None:
+            return
         try:
             returned = self.on_attempt(event)
         except Exception:
@@ -376,6 +407,23 @@ async def _renewed(renewal: Awaitable[T], attempt: int, may_have_spent: bool) ->
         error.attempts = attempt
         error.code_may_be_spent = may_have_spent
         raise error from None
+
+
+def _started(observer: Observer, operation: Operation[Any, Any]) -> CallObservation | None:
+    """The call's observation; a failing instrumentation never fails the call."""
+    try:
+        url = operation.url
+        return observer.start(operation.name, operation.api, url.host or "", url.port)
+    except Exception:
+        logger.exception("the instrumentation failed to start a call; the call goes on")
+        return None
+
+
+def _finished(observation: CallObservation, error: BaseException | None, attempts: int) -> None:
+    try:
+        observation.finish(error, attempts)
+    except Exception:
+        logger.exception("the instrumentation failed to end a call")
 
 
 def _outcome(error: Exception) -> str:

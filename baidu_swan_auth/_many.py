@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from typing import Any
 
+from . import _observe
 from ._errors import ConfigurationError, SwanAuthError, TransportError
 from ._models import Outcome, SessionKey
 from ._pacing import RateLimiter, current_pace
 
 __all__: list[str] = []
+
+logger = logging.getLogger("baidu_swan_auth")
 
 Exchange = Callable[[Any], Awaitable[SessionKey]]
 
@@ -115,6 +120,8 @@ class _Stream:
         self.dropped_input: asyncio.Future[Any] | None = None  # cancelled by a stop, on purpose
         self.finished: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.wakeup: asyncio.Future[None] | None = None
+        # Read once: a stream reports to the observer that was there when it started.
+        self.observer = _observe.observer
 
     def _done(self, future: asyncio.Future[Any]) -> None:
         self.finished.append(future)
@@ -161,6 +168,8 @@ class _Stream:
             task = asyncio.create_task(_exchange_one(self.exchange, item, self.limiter, self.sent))
             self.running[task] = item
             task.add_done_callback(self._done)
+            if self.observer is not None:
+                _observe_in_flight(self.observer, task)
 
     def _outcome_of(self, task: asyncio.Task[Outcome]) -> Outcome | None:
         item = self.running.pop(task)
@@ -176,6 +185,9 @@ class _Stream:
 
     async def outcomes(self) -> AsyncGenerator[Outcome, None]:
         loop = asyncio.get_running_loop()
+        if self.observer is not None and self.limiter is not None:
+            with contextlib.suppress(Exception):  # instrumentation never fails a stream
+                self.observer.pace(1.0 / self.limiter.interval)
         stopping = asyncio.ensure_future(self.stop.wait()) if self.stop is not None else None
         if stopping is not None:
             stopping.add_done_callback(self._done)
@@ -213,6 +225,23 @@ class _Stream:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.source.aclose()
+
+
+def _observe_in_flight(observer: _observe.Observer, task: asyncio.Task[Any]) -> None:
+    """Count ``task`` in flight until it is done; instrumentation never fails a stream."""
+    try:
+        observer.in_flight(1)
+    except Exception:
+        logger.exception("the instrumentation failed to count a call in flight")
+        return
+
+    def done(_: asyncio.Task[Any]) -> None:
+        try:
+            observer.in_flight(-1)
+        except Exception:
+            logger.exception("the instrumentation failed to count a call in flight")
+
+    task.add_done_callback(done)
 
 
 def _cancelled(item: Any) -> Outcome:

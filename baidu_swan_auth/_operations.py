@@ -35,6 +35,8 @@ class Operation(Protocol, Generic[Request, Result_co]):
     spends_code: bool
     #: What the call is, in log lines and ``AttemptEvent.operation``.
     name: str
+    #: The Baidu API it calls, for instrumentation.
+    api: str
     #: What ``shown()`` shows in a log line (``code``, ``openid``), or empty.
     label: str
 
@@ -72,6 +74,7 @@ class CodeExchange:
     __slots__ = ("body", "credentials", "url")
     spends_code = True
     name = "exchange"
+    api = "jscode2sessionkey"
     label = "code"
 
     def __init__(self, url: yarl.URL, credentials: Credentials) -> None:
@@ -108,6 +111,7 @@ class TokenFetch:
     __slots__ = ("_form", "credentials", "url")
     spends_code = False
     name = "token"
+    api = "token"
     label = ""
 
     def __init__(self, url: yarl.URL, credentials: Credentials) -> None:
@@ -228,6 +232,7 @@ class SessionKeyV2(_TokenOperation[SessionKey]):
     __slots__ = ()
     spends_code = True
     name = "exchange"
+    api = "getsessionkey"
     label = "code"
     read = staticmethod(read_session_key)
 
@@ -239,5 +244,6 @@ class UnionIdLookup(_TokenOperation[str]):
     __slots__ = ()
     spends_code = False
     name = "unionid"
+    api = "getunionid"
     label = "openid"
     read = staticmethod(read_unionid)

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any, TypeVar
 
 import aiohttp
+import yarl
 
 from ._endpoints import openapi_url
 from ._engine import Engine
@@ -41,7 +42,7 @@ class TokenCalls:
 
     def __init__(
         self,
-        base: Any,
+        base: str | yarl.URL,
         allow_insecure_http: bool,
         credentials: Credentials,
         store: TokenStore | None,

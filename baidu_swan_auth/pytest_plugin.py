@@ -49,9 +49,9 @@ def fake_baidu() -> Iterator[FakeBaiduServer]:
 def fake_baidu_env(fake_baidu: FakeBaiduServer, monkeypatch: pytest.MonkeyPatch) -> FakeBaiduServer:
     """The `fake_baidu` server, with the environment pointing at it.
 
-    Sets ``BAIDU_SWAN_CLIENT_ID``, ``BAIDU_SWAN_SECRET`` and ``BAIDU_SWAN_ENDPOINT`` to the
-    fake's values for the duration of the test, so code that configures itself from the
-    environment (such as the CLI) talks to the fake.
+    Sets ``BAIDU_SWAN_CLIENT_ID``, ``BAIDU_SWAN_SECRET``, ``BAIDU_SWAN_ENDPOINT`` and
+    ``BAIDU_SWAN_OPENAPI_URL`` to the fake's values for the duration of the test, so code that
+    configures itself from the environment (such as the CLI, or a v2 client) talks to the fake.
 
     Returns:
         The running fake.
@@ -59,4 +59,5 @@ def fake_baidu_env(fake_baidu: FakeBaiduServer, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("BAIDU_SWAN_CLIENT_ID", fake_baidu.client_id)
     monkeypatch.setenv("BAIDU_SWAN_SECRET", fake_baidu.secret)
     monkeypatch.setenv("BAIDU_SWAN_ENDPOINT", fake_baidu.url)
+    monkeypatch.setenv("BAIDU_SWAN_OPENAPI_URL", fake_baidu.openapi_url)
     return fake_baidu

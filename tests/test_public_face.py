@@ -135,6 +135,10 @@ PYTEST_PLUGIN = ["fake_baidu", "fake_baidu_env"]
 
 CLI = ["main"]
 
+REDIS = ["DEFAULT_PREFIX", "RedisTokenStore"]
+
+OTEL = ["BaiduSwanAuthInstrumentor"]
+
 PUBLIC_MODULES = {
     "baidu_swan_auth": PACKAGE,
     "baidu_swan_auth.bulk": BULK,
@@ -143,6 +147,8 @@ PUBLIC_MODULES = {
     "baidu_swan_auth.crypto": CRYPTO,
     "baidu_swan_auth.pytest_plugin": PYTEST_PLUGIN,
     "baidu_swan_auth.cli": CLI,
+    "baidu_swan_auth.redis": REDIS,
+    "baidu_swan_auth.otel": OTEL,
 }
 
 

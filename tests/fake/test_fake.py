@@ -544,6 +544,7 @@ def test_fake_baidu_env(fake_baidu_env: FakeBaiduServer) -> None:
     assert os.environ["BAIDU_SWAN_ENDPOINT"] == fake_baidu_env.url
     assert os.environ["BAIDU_SWAN_CLIENT_ID"] == fake_baidu_env.client_id
     assert os.environ["BAIDU_SWAN_SECRET"] == fake_baidu_env.secret
+    assert os.environ["BAIDU_SWAN_OPENAPI_URL"] == fake_baidu_env.openapi_url
 
 
 def test_sync_context_manager() -> None:
