@@ -49,6 +49,8 @@ logger = logging.getLogger("baidu_swan_auth")
 
 T = TypeVar("T")
 AttemptHook = Callable[[AttemptEvent], object]
+#: ``Engine.run``'s default: observe the call with the installed observer, if any.
+_FROM_OBSERVER: Any = object()
 Sleep = Callable[[float], Awaitable[object]]
 
 
@@ -119,16 +121,19 @@ class Engine:
         timeout: float,
         attempt_timeout: aiohttp.ClientTimeout,
         max_attempts: int,
+        observation: Any = _FROM_OBSERVER,
     ) -> T:
         """Run ``request`` through ``operation`` until it succeeds or the policy says stop;
         ``timeout`` and ``max_attempts`` are checked already, ``attempt_timeout`` is the first
-        attempt's."""
+        attempt's. ``observation`` is the call's, when its caller started it (a v2 call that
+        waited for a token); by default the installed observer's, if any."""
         started = attempt_started = loop.time()
         self.budget.deposit()
         flight.attempts = attempt = 1
         may_have_spent = renewed = False
-        observer = _observe.observer
-        observation = None if observer is None else _started(observer, operation)
+        if observation is _FROM_OBSERVER:
+            observer = _observe.observer
+            observation = None if observer is None else _started(observer, operation)
         try:
             while True:
                 try:
@@ -185,17 +190,31 @@ class Engine:
                     await self._wait_to_retry(
                         wait, deadline, operation, failure, attempt, may_have_spent
                     )
-                attempt += 1
-                flight.attempts = attempt
                 attempt_started = loop.time()
                 remaining = deadline - attempt_started
                 if remaining <= 0:
-                    raise self._final_error(operation, failure, attempt - 1, may_have_spent)
+                    raise self._final_error(operation, failure, attempt, may_have_spent)
+                attempt += 1
+                flight.attempts = attempt
                 attempt_timeout = self.attempt_timeout(remaining)
         except BaseException as error:
             if observation is not None:
-                _finished(observation, error, flight.attempts)
+                _finished(observation, _as_raised(error, flight), flight.attempts)
             raise
+
+    @staticmethod
+    def observe(operation: Operation[Any, Any]) -> CallObservation | None:
+        """A call's observation, started ahead of ``run()`` (which then takes it)."""
+        observer = _observe.observer
+        return None if observer is None else _started(observer, operation)
+
+    @staticmethod
+    def unobserve(
+        observation: CallObservation | None, error: BaseException, flight: Flight[Any]
+    ) -> None:
+        """End an observation ``run()`` never took: the call failed before it."""
+        if observation is not None:
+            _finished(observation, _as_raised(error, flight), flight.attempts)
 
     @staticmethod
     def _renewal(
@@ -384,7 +403,7 @@ class Engine:
             try:
                 observation.attempt(event)
             except Exception:
-                logger.exception("the instrumentation failed on an attempt; the call goes on")
+                _instrumentation_failed("on an attempt")
         if self.on_attempt is None:
             return
         try:
@@ -415,7 +434,7 @@ def _started(observer: Observer, operation: Operation[Any, Any]) -> CallObservat
         url = operation.url
         return observer.start(operation.name, operation.api, url.host or "", url.port)
     except Exception:
-        logger.exception("the instrumentation failed to start a call; the call goes on")
+        _instrumentation_failed("to start a call")
         return None
 
 
@@ -423,7 +442,30 @@ def _finished(observation: CallObservation, error: BaseException | None, attempt
     try:
         observation.finish(error, attempts)
     except Exception:
-        logger.exception("the instrumentation failed to end a call")
+        _instrumentation_failed("to end a call")
+
+
+def _as_raised(error: BaseException, flight: Flight[Any]) -> BaseException:
+    """The error as the caller will see it: a cancellation by ``aclose()`` becomes
+    ``ClientClosedError`` once it leaves the engine (``_flight``)."""
+    if isinstance(error, asyncio.CancelledError) and flight.closed_by_client:
+        return ClientClosedError("the SwanAuthClient was closed during the call")
+    return error
+
+
+_failures_logged: set[str] = set()
+
+
+def _instrumentation_failed(what: str) -> None:
+    """Log a failing instrumentation with its traceback once per kind of failure, then at DEBUG:
+    it never fails a call, and must not fill the log with one traceback per call either."""
+    if what in _failures_logged:
+        logger.debug("the instrumentation failed %s again", what, exc_info=True)
+        return
+    _failures_logged.add(what)
+    logger.exception(
+        "the instrumentation failed %s; calls go on (further failures are logged at DEBUG)", what
+    )
 
 
 def _outcome(error: Exception) -> str:

@@ -98,15 +98,35 @@ class TokenCalls:
         max_attempts: int,
     ) -> T:
         """Run ``operation`` for ``value`` with a token that may be sent now."""
+        engine = self._engine
         token = self.tokens.usable()
         if token is None:
+            # The call is observed from before its wait for a token: the fetch is its child,
+            # and a fetch that fails is the call's failure.
+            observation = engine.observe(operation)
             started = loop.time()
-            token = await self.tokens.get(timeout)
-            timeout -= loop.time() - started
-            if timeout <= 0:
-                raise ExchangeTimeoutError("the deadline passed while waiting for an access token")
-            attempt_timeout = self._engine.attempt_timeout(timeout)
-        return await self._engine.run(
+            try:
+                token = await self.tokens.get(timeout)
+                timeout -= loop.time() - started
+                if timeout <= 0:
+                    raise ExchangeTimeoutError(
+                        "the deadline passed while waiting for an access token"
+                    )
+            except BaseException as error:
+                engine.unobserve(observation, error, flight)
+                raise
+            return await engine.run(
+                session,
+                loop,
+                operation,
+                TokenRequest(token, value),
+                flight,
+                timeout,
+                engine.attempt_timeout(timeout),
+                max_attempts,
+                observation,
+            )
+        return await engine.run(
             session,
             loop,
             operation,

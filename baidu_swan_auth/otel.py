@@ -129,6 +129,16 @@ class _OpenTelemetryObserver:
     def __init__(self, tracer: trace.Tracer, meter: metrics.Meter) -> None:
         self.tracer = tracer
         self.instruments = _Instruments(meter)
+        # Metric attributes come from small fixed sets: each combination is built once, not
+        # once per call.
+        self._labels: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def labels(self, *pairs: str) -> dict[str, str]:
+        """The attributes ``{pairs[0]: pairs[1], ...}``, shared between calls (never mutated)."""
+        labels = self._labels.get(pairs)
+        if labels is None:
+            labels = self._labels[pairs] = dict(zip(pairs[::2], pairs[1::2], strict=True))
+        return labels
 
     def start(self, operation: str, api: str, host: str, port: int | None) -> _CallSpan:
         return _CallSpan(self, operation, api, host, port)
@@ -140,11 +150,17 @@ class _OpenTelemetryObserver:
         self.instruments.pace.set(rate)
 
 
+_OPERATION = f"{_PREFIX}.operation"
+_API = f"{_PREFIX}.api"
+_OUTCOME = f"{_PREFIX}.outcome"
+_REASON = f"{_PREFIX}.retry.reason"
+
+
 class _CallSpan:
     """One call: its span, current while the call runs (so HTTP spans are its children), and
     its metrics when it ends."""
 
-    __slots__ = ("_labels", "_observer", "_operation", "_started", "_status", "_token", "span")
+    __slots__ = ("_api", "_observer", "_operation", "_started", "_status", "_token", "span")
 
     def __init__(
         self,
@@ -156,8 +172,8 @@ class _CallSpan:
     ) -> None:
         self._observer = observer
         self._operation = operation
-        self._labels = {f"{_PREFIX}.operation": operation, f"{_PREFIX}.api": api}
-        attributes: dict[str, Any] = {**self._labels, "server.address": host}
+        self._api = api
+        attributes: dict[str, Any] = {_OPERATION: operation, _API: api, "server.address": host}
         if port is not None:
             attributes["server.port"] = port
         self.span = observer.tracer.start_span(
@@ -168,47 +184,61 @@ class _CallSpan:
         self._status: int | None = None
 
     def attempt(self, event: AttemptEvent) -> None:
-        instruments = self._observer.instruments
-        instruments.attempts.add(1, {**self._labels, f"{_PREFIX}.outcome": event.outcome})
+        observer = self._observer
+        instruments = observer.instruments
+        operation, api, outcome = self._operation, self._api, event.outcome
+        instruments.attempts.add(
+            1, observer.labels(_OPERATION, operation, _API, api, _OUTCOME, outcome)
+        )
         if event.status is not None:
             self._status = event.status
         if event.reason == "budget":
-            instruments.budget_refusals.add(1, self._labels)
-        if event.outcome == "token_rejected" and event.error in ("110", "111"):
-            instruments.token_rejections.add(1, {f"{_PREFIX}.error_code": event.error})
+            instruments.budget_refusals.add(1, observer.labels(_OPERATION, operation, _API, api))
+        if outcome == "token_rejected" and event.error in ("110", "111"):
+            instruments.token_rejections.add(
+                1, observer.labels(f"{_PREFIX}.error_code", event.error)
+            )
         if not event.will_retry:
             return
-        instruments.retries.add(1, {**self._labels, f"{_PREFIX}.retry.reason": event.outcome})
-        attributes: dict[str, Any] = {
-            f"{_PREFIX}.attempt": event.attempt,
-            f"{_PREFIX}.retry.reason": event.outcome,
-            f"{_PREFIX}.retry.wait": event.retry_in or 0.0,
-        }
-        if event.status is not None:
-            attributes["http.response.status_code"] = event.status
-        self.span.add_event(f"{_PREFIX}.retry", attributes)
+        instruments.retries.add(
+            1, observer.labels(_OPERATION, operation, _API, api, _REASON, outcome)
+        )
+        if self.span.is_recording():
+            attributes: dict[str, Any] = {
+                f"{_PREFIX}.attempt": event.attempt,
+                _REASON: outcome,
+                f"{_PREFIX}.retry.wait": event.retry_in or 0.0,
+            }
+            if event.status is not None:
+                attributes["http.response.status_code"] = event.status
+            self.span.add_event(f"{_PREFIX}.retry", attributes)
 
     def finish(self, error: BaseException | None, attempts: int) -> None:
         span = self.span
         try:
             outcome = "ok" if error is None else _kind(error)
-            span.set_attribute(f"{_PREFIX}.attempts", attempts)
-            span.set_attribute(f"{_PREFIX}.outcome", outcome)
-            if self._status is not None:
-                span.set_attribute("http.response.status_code", self._status)
-            if error is not None:
-                span.set_attribute("error.type", outcome)
-                # The kind only: a message may quote Baidu, and Baidu may quote the request.
-                span.set_status(trace.StatusCode.ERROR, outcome)
-            labels = {**self._labels, f"{_PREFIX}.outcome": outcome}
-            instruments = self._observer.instruments
+            if span.is_recording():
+                attributes: dict[str, Any] = {f"{_PREFIX}.attempts": attempts, _OUTCOME: outcome}
+                if self._status is not None:
+                    attributes["http.response.status_code"] = self._status
+                if error is not None:
+                    attributes["error.type"] = outcome
+                    # The kind only: a message may quote Baidu, and Baidu may quote the request.
+                    span.set_status(trace.StatusCode.ERROR, outcome)
+                span.set_attributes(attributes)
+            observer = self._observer
+            instruments = observer.instruments
+            operation, api = self._operation, self._api
+            labels = observer.labels(_OPERATION, operation, _API, api, _OUTCOME, outcome)
             instruments.calls.add(1, labels)
             instruments.duration.record(time.perf_counter() - self._started, labels)
-            if self._operation == "token":
-                instruments.token_fetches.add(1, {f"{_PREFIX}.outcome": outcome})
+            if operation == "token":
+                instruments.token_fetches.add(1, observer.labels(_OUTCOME, outcome))
         finally:
-            span.end()
-            context.detach(self._token)
+            try:
+                span.end()  # an application's span processor may raise here
+            finally:
+                context.detach(self._token)
 
 
 def _kind(error: BaseException) -> str:
