@@ -200,6 +200,53 @@ async def raw_aiohttp_v2(urls: Urls, count: int) -> tuple[float, float]:
         return await _measure(exchange, count, "raw2")
 
 
+async def sdk_otel_noop(urls: Urls, count: int) -> tuple[float, float]:
+    """The SDK with its OpenTelemetry instrumentation on, recording into the API's no-op
+    providers: the cost of the instrumentation itself."""
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+    from opentelemetry.trace import NoOpTracerProvider  # noqa: PLC0415
+
+    from baidu_swan_auth.otel import BaiduSwanAuthInstrumentor  # noqa: PLC0415
+
+    instrumentor = BaiduSwanAuthInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+    )
+    try:
+        return await sdk(urls, count)
+    finally:
+        instrumentor.uninstrument()
+
+
+async def sdk_otel_sdk(urls: Urls, count: int) -> tuple[float, float]:
+    """The SDK instrumented, recording into OpenTelemetry's SDK: every span exported to memory
+    and every metric aggregated, as an application with a real pipeline pays (minus the export)."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    from baidu_swan_auth.otel import BaiduSwanAuthInstrumentor  # noqa: PLC0415
+
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    instrumentor = BaiduSwanAuthInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=tracer_provider,
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    )
+    try:
+        return await sdk(urls, count)
+    finally:
+        instrumentor.uninstrument()
+        spans.clear()
+        tracer_provider.shutdown()
+
+
 @dataclass(frozen=True)
 class Contender:
     name: str
@@ -209,6 +256,8 @@ class Contender:
 
 CONTENDERS = [
     Contender("SwanAuthClient.exchange", "v1", sdk),
+    Contender("SwanAuthClient.exchange, OpenTelemetry on (no-op API)", "v1", sdk_otel_noop),
+    Contender("SwanAuthClient.exchange, OpenTelemetry on (SDK, in memory)", "v1", sdk_otel_sdk),
     Contender("raw aiohttp", "v1", raw_aiohttp),
     Contender("httpx.AsyncClient", "v1", httpx_client),
     Contender("SwanAuthClient.exchange", "v2", sdk_v2),
