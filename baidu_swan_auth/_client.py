@@ -1,18 +1,16 @@
 """``SwanAuthClient``: the public face of the exchange and of the access-token calls.
 
-Over 350 lines because it is the reference of every public call: about 150 of its lines are the
-docstrings the API reference renders; the work is in the modules below.
-
-It checks its settings (``_settings``), owns its aiohttp session and its closing, and hands each
-call to the engine (``_engine``) as an operation (``_operations``), with single-flight of
-duplicate codes (``_flight``). ``exchange_many`` drives ``exchange`` through ``_many``.
+Its constructor has its parts built (``_wiring``: settings checked, the session's holder, the
+engine, the token calls); it hands each call to the engine (``_engine``) as an operation
+(``_operations``), with single-flight of duplicate codes (``_flight``). ``exchange_many``
+drives ``exchange`` through ``_many``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl as ssl_module
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -20,30 +18,14 @@ import aiohttp
 import yarl
 
 from ._endpoints import DEFAULT_ENDPOINT, DEFAULT_OPENAPI_URL
-from ._engine import AttemptHook, Engine, Sleep
-from ._flight import Flight, flown, join
-from ._lifecycle import SessionHolder
+from ._engine import AttemptHook, Sleep
+from ._flight import Flight, join
 from ._many import exchange_many
 from ._models import AccessToken, Outcome, SessionKey
-from ._operations import CodeExchange, Operation
 from ._pacing import RateLimiter
-from ._protocol import Credentials
-from ._retry import RetryBudget, default_backoff
-from ._settings import (
-    API_V1,
-    API_V2,
-    MAX_CODE_BYTES,
-    SessionSettings,
-    check_code,
-    check_credential,
-    check_hooks,
-    checked_api,
-    checked_attempts,
-    configured_endpoint,
-    credentials_from_environment,
-    positive_number,
-)
-from ._token_calls import TokenCalls
+from ._retry import RetryBudget
+from ._settings import API_V1, MAX_CODE_BYTES, check_code, credentials_from_environment
+from ._wiring import build_parts
 
 if TYPE_CHECKING:
     from tenacity.wait import wait_base
@@ -130,49 +112,20 @@ class SwanAuthClient:
         openapi_url: str | yarl.URL = DEFAULT_OPENAPI_URL,
         token_store: TokenStore | None = None,
     ) -> None:
-        check_credential("client_id", client_id)
-        check_credential("secret", secret)
-        self._credentials = Credentials(client_id, secret)
-        self._url = configured_endpoint(endpoint, allow_insecure_http)
-        session_settings = SessionSettings(
-            session=session,
-            pool_size=pool_size,
-            proxy=proxy,
-            trust_env=trust_env,
-            ssl=ssl,
-            trace_configs=trace_configs,
-            allow_insecure_http=allow_insecure_http,
-        )
-        self._holder = SessionHolder(session, session_settings, self._url, self._credentials)
-        self._api = checked_api(api)
-        check_hooks(on_attempt=on_attempt, backoff=backoff, sleep=sleep, retry_budget=retry_budget)
+        parts = build_parts(
+            client_id, secret, endpoint=endpoint, session=session, max_attempts=max_attempts,
+            timeout=timeout, pool_size=pool_size, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, proxy=proxy, trust_env=trust_env, ssl=ssl,
+            trace_configs=trace_configs, allow_insecure_http=allow_insecure_http,
+            on_attempt=on_attempt, backoff=backoff, max_retry_after=max_retry_after,
+            retry_budget=retry_budget, sleep=sleep, api=api, openapi_url=openapi_url,
+            token_store=token_store,
+        )  # fmt: skip
+        self._credentials, self._url, self._api = parts.credentials, parts.url, parts.api
+        self._holder, self._engine = parts.holder, parts.engine
+        self._token_calls, self._run, self._exchange = parts.token_calls, parts.run, parts.exchange
         self._coalesce = coalesce
-        self._engine = Engine(
-            max_attempts=checked_attempts(max_attempts),
-            timeout=positive_number("timeout", timeout),
-            connect_timeout=positive_number("connect_timeout", connect_timeout),
-            read_timeout=positive_number("read_timeout", read_timeout),
-            max_retry_after=positive_number("max_retry_after", max_retry_after),
-            backoff=backoff if backoff is not None else default_backoff(),
-            budget=retry_budget if retry_budget is not None else RetryBudget(),
-            sleep=sleep if sleep is not None else asyncio.sleep,
-            on_attempt=on_attempt,
-            session_closed_error=self._holder.closed_error,
-        )
-
         self._flights: dict[object, Flight[Any]] = {}
-        self._token_calls = TokenCalls(
-            openapi_url, allow_insecure_http, self._credentials, token_store, self._engine,
-            self._holder,
-        )
-        # The exchange's runner and operation: v1's go straight to the engine; v2's take a token
-        # first. Chosen once, so that the hot path does not ask.
-        self._run: Callable[..., Awaitable[SessionKey]]
-        self._exchange: Operation[Any, SessionKey]
-        if self._api == API_V2:
-            self._run, self._exchange = self._token_calls.run, self._token_calls.session_key
-        else:
-            self._run, self._exchange = self._engine.run, CodeExchange(self._url, self._credentials)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Self:
@@ -338,9 +291,7 @@ class SwanAuthClient:
             SwanAuthError: The other failures of ``exchange()``: unavailable, transport,
                 response.
         """
-        seconds, _, _ = self._engine.settings_for(timeout, None)
-        self._holder.bind(asyncio.get_running_loop())
-        return await self._token_calls.tokens.get(seconds)
+        return await self._token_calls.access_token(self._holder, timeout)
 
     async def unionid(
         self, openid: str, *, timeout: float | None = None, max_attempts: int | None = None
@@ -362,15 +313,8 @@ class SwanAuthClient:
                 timeout, response, closed.
         """
         check_code(openid, "openid")
-        loop = asyncio.get_running_loop()
-        session = self._holder.bind(loop)
-        seconds, attempt_timeout, attempts = self._engine.settings_for(timeout, max_attempts)
-        flight = Flight[str](asyncio.current_task())
         calls = self._token_calls
-        lookup = calls.run(
-            session, loop, calls.unionid, openid, flight, seconds, attempt_timeout, attempts
-        )
-        return await flown(self._flights, flight, lookup, self._holder.closed_error)
+        return await calls.unionid(self._holder, self._flights, openid, timeout, max_attempts)
 
     def exchange_many(
         self,

@@ -17,7 +17,7 @@ import yarl
 from ._endpoints import openapi_url
 from ._engine import Engine
 from ._errors import ExchangeTimeoutError
-from ._flight import Flight
+from ._flight import Flight, flown
 from ._lifecycle import SessionHolder
 from ._models import AccessToken
 from ._openapi import GETSESSIONKEY_PATH, GETUNIONID_PATH, TOKEN_PATH
@@ -38,7 +38,7 @@ _LOCK_SLACK = 5.0
 class TokenCalls:
     """One client's token, and the operations that carry it."""
 
-    __slots__ = ("_engine", "_holder", "session_key", "token_fetch", "tokens", "unionid")
+    __slots__ = ("_engine", "_holder", "session_key", "token_fetch", "tokens", "unionid_lookup")
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class TokenCalls:
         self.session_key = SessionKeyV2(
             openapi_url(base, allow_insecure_http, GETSESSIONKEY_PATH), credentials, self.tokens
         )
-        self.unionid = UnionIdLookup(
+        self.unionid_lookup = UnionIdLookup(
             openapi_url(base, allow_insecure_http, GETUNIONID_PATH), credentials, self.tokens
         )
 
@@ -85,6 +85,31 @@ class TokenCalls:
             engine.first_attempt_timeout,
             engine.max_attempts,
         )
+
+    async def access_token(self, holder: SessionHolder, timeout: float | None) -> AccessToken:
+        """``SwanAuthClient.access_token``."""
+        seconds, _, _ = self._engine.settings_for(timeout, None)
+        holder.bind(asyncio.get_running_loop())
+        return await self.tokens.get(seconds)
+
+    async def unionid(
+        self,
+        holder: SessionHolder,
+        flights: dict[object, Flight[Any]],
+        openid: str,
+        timeout: float | None,
+        max_attempts: int | None,
+    ) -> str:
+        """``SwanAuthClient.unionid``, its input checked already: a flight of its own, so that
+        ``aclose()`` interrupts it."""
+        loop = asyncio.get_running_loop()
+        session = holder.bind(loop)
+        seconds, attempt_timeout, attempts = self._engine.settings_for(timeout, max_attempts)
+        flight = Flight[str](asyncio.current_task())
+        lookup = self.run(
+            session, loop, self.unionid_lookup, openid, flight, seconds, attempt_timeout, attempts
+        )
+        return await flown(flights, flight, lookup, holder.closed_error)
 
     async def run(
         self,
