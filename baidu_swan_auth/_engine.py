@@ -30,10 +30,11 @@ from ._errors import (
     TransportError,
 )
 from ._models import AttemptEvent
-from ._observe import CallObservation, Observer
+from ._observe import CallObservation
 from ._operations import Operation
 from ._pacing import current_pace
 from ._protocol import FORM_CONTENT_TYPE, AttemptFailure, read_capped_body
+from ._reporting import Reporter, as_raised, finished, start_observing
 from ._retry import Disposition, RetryBudget, backoff_wait
 from ._settings import checked_attempts, positive_number
 from ._transport import detach_cause, transport_failure
@@ -82,7 +83,7 @@ class Engine:
         self.on_attempt = on_attempt
         self.session_closed_error = session_closed_error
         self.closed = False  # set by the client's aclose(): no retry starts after it
-        self._warned_async_hook = False
+        self.reporter = Reporter(on_attempt)
         self._warned_backoff = False
         # Constant per client: the first attempt of a call with the default timeout reuses it.
         self.first_attempt_timeout = self.attempt_timeout(timeout)
@@ -133,7 +134,7 @@ class Engine:
         may_have_spent = renewed = False
         if observation is _FROM_OBSERVER:
             observer = _observe.observer
-            observation = None if observer is None else _started(observer, operation)
+            observation = None if observer is None else start_observing(observer, operation)
         try:
             while True:
                 try:
@@ -148,12 +149,12 @@ class Engine:
                     ):
                         elapsed = loop.time() - attempt_started
                         shown = operation.shown(request)
-                        self._report(
+                        self.reporter.report(
                             operation, shown, attempt, "ok", 200, elapsed, None, "success",
                             None, observation,
                         )
                         if observation is not None:
-                            _finished(observation, None, attempt)
+                            finished(observation, None, attempt)
                     return result
                 # From here on, the slow path: a retry's bookkeeping. Outside the except block, so
                 # the error the call raises does not drag the AttemptFailure (and the frames that
@@ -169,7 +170,7 @@ class Engine:
                     if renewal is not None
                     else self._plan_retry(failure, attempt, max_attempts, deadline - now, elapsed)
                 )
-                self._report(
+                self.reporter.report(
                     operation,
                     operation.shown(request),
                     attempt,
@@ -199,14 +200,14 @@ class Engine:
                 attempt_timeout = self.attempt_timeout(remaining)
         except BaseException as error:
             if observation is not None:
-                _finished(observation, _as_raised(error, flight), flight.attempts)
+                finished(observation, as_raised(error, flight), flight.attempts)
             raise
 
     @staticmethod
     def observe(operation: Operation[Any, Any]) -> CallObservation | None:
         """A call's observation, started ahead of ``run()`` (which then takes it)."""
         observer = _observe.observer
-        return None if observer is None else _started(observer, operation)
+        return None if observer is None else start_observing(observer, operation)
 
     @staticmethod
     def unobserve(
@@ -214,7 +215,7 @@ class Engine:
     ) -> None:
         """End an observation ``run()`` never took: the call failed before it."""
         if observation is not None:
-            _finished(observation, _as_raised(error, flight), flight.attempts)
+            finished(observation, as_raised(error, flight), flight.attempts)
 
     @staticmethod
     def _renewal(
@@ -356,67 +357,6 @@ class Engine:
             error.code_may_be_spent = may_have_spent or failure.disposition is Disposition.AMBIGUOUS
         return error
 
-    def _report(
-        self,
-        operation: Operation[Any, Any],
-        shown: str,
-        attempt: int,
-        outcome: str,
-        status: int | None,
-        elapsed: float,
-        error: str | None,
-        reason: str,
-        wait: float | None = None,
-        observation: CallObservation | None = None,
-    ) -> None:
-        # Takes the request as it may be shown (a masked code): logger.exception below records
-        # this frame's locals.
-        if logger.isEnabledFor(logging.DEBUG):
-            decision = f"retry in {wait:.3f}s" if wait is not None else f"done ({reason})"
-            subject = operation.name
-            if operation.label:
-                subject = f"{subject} {operation.label}={shown}"
-            logger.debug(
-                "%s attempt=%d outcome=%s status=%s elapsed=%.3fs: %s",
-                subject,
-                attempt,
-                outcome,
-                status,
-                elapsed,
-                decision,
-            )
-        if self.on_attempt is None and observation is None:
-            return
-        event = AttemptEvent(
-            code=shown,
-            attempt=attempt,
-            outcome=outcome,
-            status=status,
-            elapsed=elapsed,
-            error=error,
-            will_retry=wait is not None,
-            retry_in=wait,
-            reason=reason,
-            operation=operation.name,
-        )
-        if observation is not None:
-            try:
-                observation.attempt(event)
-            except Exception:
-                _instrumentation_failed("on an attempt")
-        if self.on_attempt is None:
-            return
-        try:
-            returned = self.on_attempt(event)
-        except Exception:
-            logger.exception("the on_attempt hook raised; the exchange goes on")
-            return
-        if inspect.iscoroutine(returned):
-            returned.close()  # never awaited: close it rather than leak a warning per attempt
-            if not self._warned_async_hook:
-                self._warned_async_hook = True
-                logger.warning("the on_attempt hook returned a coroutine, which is not awaited")
-
 
 async def _renewed(renewal: Awaitable[T], attempt: int, may_have_spent: bool) -> T:
     """The request with a fresh token; a failure to get one ends the call."""
@@ -426,46 +366,6 @@ async def _renewed(renewal: Awaitable[T], attempt: int, may_have_spent: bool) ->
         error.attempts = attempt
         error.code_may_be_spent = may_have_spent
         raise error from None
-
-
-def _started(observer: Observer, operation: Operation[Any, Any]) -> CallObservation | None:
-    """The call's observation; a failing instrumentation never fails the call."""
-    try:
-        url = operation.url
-        return observer.start(operation.name, operation.api, url.host or "", url.port)
-    except Exception:
-        _instrumentation_failed("to start a call")
-        return None
-
-
-def _finished(observation: CallObservation, error: BaseException | None, attempts: int) -> None:
-    try:
-        observation.finish(error, attempts)
-    except Exception:
-        _instrumentation_failed("to end a call")
-
-
-def _as_raised(error: BaseException, flight: Flight[Any]) -> BaseException:
-    """The error as the caller will see it: a cancellation by ``aclose()`` becomes
-    ``ClientClosedError`` once it leaves the engine (``_flight``)."""
-    if isinstance(error, asyncio.CancelledError) and flight.closed_by_client:
-        return ClientClosedError("the SwanAuthClient was closed during the call")
-    return error
-
-
-_failures_logged: set[str] = set()
-
-
-def _instrumentation_failed(what: str) -> None:
-    """Log a failing instrumentation with its traceback once per kind of failure, then at DEBUG:
-    it never fails a call, and must not fill the log with one traceback per call either."""
-    if what in _failures_logged:
-        logger.debug("the instrumentation failed %s again", what, exc_info=True)
-        return
-    _failures_logged.add(what)
-    logger.exception(
-        "the instrumentation failed %s; calls go on (further failures are logged at DEBUG)", what
-    )
 
 
 def _outcome(error: Exception) -> str:

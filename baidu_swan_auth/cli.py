@@ -1,4 +1,8 @@
-"""The ``baidu-swan-auth`` command."""
+"""The ``baidu-swan-auth`` command: its arguments, its checks, its output and exit statuses.
+
+About 400 lines, a fifth of them the argument parser's help texts, which are the command's own
+reference (``--help``); the job is in ``_job``, its token store in ``_job_store``.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,21 @@ import os
 import signal
 import sys
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._client import SwanAuthClient
 from ._endpoints import check_endpoint
-from ._errors import ConfigurationError, MissingDependencyError
+from ._errors import ConfigurationError
 from ._job import JobOptions, JobSummary, run_exchange_job
 from ._job_input import count_input_lines
 from ._job_output import JobError
+from ._job_store import ENV_REDIS_URL, StoreRefused, close_store, redis_store
 from ._settings import API_V1, API_V2, ENV_API, ENV_ENDPOINT, ENV_OPENAPI_URL
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .redis import RedisTokenStore
+    pass
 
 __all__ = ["main"]
 
@@ -37,11 +41,6 @@ EXIT_USAGE = 2  # usage, configuration or file error: nothing was exchanged
 EXIT_IO_FAILED = 3
 _PREFIX = "baidu-swan-auth exchange: "
 
-#: A Redis URL (it may carry a password: it is never shown) whose token store the job shares with
-#: the web fleet, so that a bulk v2 job uses the fleet's access token rather than one of its own.
-ENV_REDIS_URL = "BAIDU_SWAN_REDIS_URL"
-#: How long closing the Redis client may take at the end of a job, at most.
-_STORE_CLOSE_TIMEOUT = 5.0
 
 
 def _say(text: str) -> None:
@@ -174,50 +173,6 @@ def _refusal(args: argparse.Namespace) -> str | None:
     return None
 
 
-class _StoreRefused(Exception):
-    """The Redis token store cannot be built: the message says why, without the URL."""
-
-
-def _redis_store(url: str) -> RedisTokenStore:
-    """The job's token store in Redis at ``url``; redis-py is imported here, and only here."""
-    try:
-        from .redis import RedisTokenStore  # noqa: PLC0415 (the redis extra, when asked for)
-    except MissingDependencyError:
-        raise _StoreRefused(
-            f"{ENV_REDIS_URL} is set, but sharing the access token through Redis needs "
-            "redis-py: pip install 'baidu-swan-auth[redis]', or unset "
-            f"{ENV_REDIS_URL}"
-        ) from None
-    try:
-        # The store's defaults, those of the fleet's own from_url(url): the same keys, and the
-        # same lock wait, so that the job fetches no token a web process is fetching already.
-        return RedisTokenStore.from_url(url)
-    except (ValueError, TypeError) as error:  # redis-py's own parsing of the URL
-        raise _StoreRefused(
-            f"{ENV_REDIS_URL} is not a usable Redis URL: {_without_secrets(str(error), url)}"
-        ) from None
-
-
-def _without_secrets(text: str, url: str) -> str:
-    """``text`` with the URL and its password, in every form the URL holds it, blanked."""
-    secrets = {url}
-    with contextlib.suppress(ValueError):
-        password = urllib.parse.urlsplit(url).password
-        if password:
-            secrets |= {password, urllib.parse.unquote(password)}
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-async def _close_store(store: RedisTokenStore) -> None:
-    """Close the store's Redis client: a failure to do so is no failure of the job, and its
-    message (which may name the server) is not shown."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(_STORE_CLOSE_TIMEOUT):
-            await store.aclose()
-
-
 class _WarningLine(logging.Handler):
     """The SDK's warnings (a token store that fails, ...) as one line in the CLI's terms."""
 
@@ -267,15 +222,15 @@ async def _exchange_command(args: argparse.Namespace) -> int:
     if not redis_url:
         return await _exchange_with(args, overrides)
     try:
-        store = _redis_store(redis_url)
-    except _StoreRefused as refused:
+        store = redis_store(redis_url)
+    except StoreRefused as refused:
         _say(f"{_PREFIX}{refused}")
         return EXIT_USAGE
     try:
         return await _exchange_with(args, {**overrides, "token_store": store})
     finally:
         # After the client, on every way out: a signal too ends the job through here.
-        await _close_store(store)
+        await close_store(store)
 
 
 async def _exchange_with(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
