@@ -426,3 +426,31 @@ async def test_clients_sharing_a_memory_store_share_one_token(
     tokens: list[AccessToken] = await asyncio.gather(first.access_token(), second.access_token())
     assert tokens[0] == tokens[1]
     assert fake.token_fetches == 1
+
+
+async def test_a_retry_after_the_renewal_still_has_the_calls_attempts(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    """The renewal's attempt is outside max_attempts: a 503 after it is still retried."""
+    client = _v2(make_client, fake, max_attempts=2)
+    await client.access_token()
+    code = fake.issue_code(openid="retried-after-renewal")
+    fake.script(code, _gateway(110), ErrorStatus(503))
+    key = await client.exchange(code)
+    assert key.openid == "retried-after-renewal"
+    assert len(fake.requests_for(code)) == 3
+
+
+async def test_a_rejected_token_leaves_the_store_even_when_no_new_one_comes(
+    fake: FakeBaiduServer, make_client: MakeClient
+) -> None:
+    store = MemoryTokenStore()
+    client = _v2(make_client, fake, token_store=store, max_attempts=1)
+    await client.exchange(fake.issue_code())
+    assert await store.get(fake.client_id) is not None
+    fake.revoke_tokens()
+    fake.script_path(TOKEN_PATH, ErrorStatus(401, error="invalid_client"))
+    with pytest.raises(InvalidClientError):
+        await client.exchange(fake.issue_code())
+    # Compare and delete: the refused token is gone, so no other process keeps reading it.
+    assert await store.get(fake.client_id) is None
