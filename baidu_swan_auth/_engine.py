@@ -51,7 +51,7 @@ logger = logging.getLogger("baidu_swan_auth")
 T = TypeVar("T")
 AttemptHook = Callable[[AttemptEvent], object]
 #: ``Engine.run``'s default: observe the call with the installed observer, if any.
-_FROM_OBSERVER: Any = object()
+FROM_OBSERVER: Any = object()
 Sleep = Callable[[float], Awaitable[object]]
 
 
@@ -122,7 +122,7 @@ class Engine:
         timeout: float,
         attempt_timeout: aiohttp.ClientTimeout,
         max_attempts: int,
-        observation: Any = _FROM_OBSERVER,
+        observation: Any = FROM_OBSERVER,
     ) -> T:
         """Run ``request`` through ``operation`` until it succeeds or the policy says stop;
         ``timeout`` and ``max_attempts`` are checked already, ``attempt_timeout`` is the first
@@ -132,7 +132,7 @@ class Engine:
         self.budget.deposit()
         flight.attempts = attempt = 1
         may_have_spent = renewed = False
-        if observation is _FROM_OBSERVER:
+        if observation is FROM_OBSERVER:
             observer = _observe.observer
             observation = None if observer is None else start_observing(observer, operation)
         try:

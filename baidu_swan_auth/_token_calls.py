@@ -15,7 +15,7 @@ import aiohttp
 import yarl
 
 from ._endpoints import openapi_url
-from ._engine import Engine
+from ._engine import FROM_OBSERVER, Engine
 from ._errors import ExchangeTimeoutError
 from ._flight import Flight, flown
 from ._lifecycle import SessionHolder
@@ -124,6 +124,7 @@ class TokenCalls:
     ) -> T:
         """Run ``operation`` for ``value`` with a token that may be sent now."""
         engine = self._engine
+        observation: Any = FROM_OBSERVER
         token = self.tokens.usable()
         if token is None:
             # The call is observed from before its wait for a token: the fetch is its child,
@@ -140,17 +141,7 @@ class TokenCalls:
             except BaseException as error:
                 engine.unobserve(observation, error, flight)
                 raise
-            return await engine.run(
-                session,
-                loop,
-                operation,
-                TokenRequest(token, value),
-                flight,
-                timeout,
-                engine.attempt_timeout(timeout),
-                max_attempts,
-                observation,
-            )
+            attempt_timeout = engine.attempt_timeout(timeout)
         return await engine.run(
             session,
             loop,
@@ -160,4 +151,5 @@ class TokenCalls:
             timeout,
             attempt_timeout,
             max_attempts,
+            observation,
         )

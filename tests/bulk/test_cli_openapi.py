@@ -33,6 +33,8 @@ from baidu_swan_auth.testing import (
 from tests.helpers import socket_port
 from tests.tokens.conftest import RedisServer, _free_port, _redis_server_binary
 
+from .test_cli_exchange import _env
+
 COMMAND = [sys.executable, "-m", "baidu_swan_auth.cli", "exchange"]
 # The command's main() in a process where redis-py cannot be imported, as if not installed.
 WITHOUT_REDIS_PY = [
@@ -85,18 +87,6 @@ def redis_db(redis_server: RedisServer) -> Iterator[redis.Redis]:
     with redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=5) as client:
         client.flushall()
         yield client
-
-
-def _env(fake: FakeBaiduServer, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BAIDU_SWAN_")}
-    env.update(
-        BAIDU_SWAN_CLIENT_ID=fake.client_id,
-        BAIDU_SWAN_SECRET=fake.secret,
-        BAIDU_SWAN_ENDPOINT=fake.url,
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
 
 
 def _v2_env(fake: FakeBaiduServer, **extra: str) -> dict[str, str]:

@@ -5,20 +5,13 @@ for the codes, openids, session keys, tokens and the secret it used."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from baidu_swan_auth import CodeConsumedError, SessionKey
@@ -27,84 +20,7 @@ from baidu_swan_auth.otel import BaiduSwanAuthInstrumentor
 from baidu_swan_auth.testing import Drop, ErrorStatus, FakeBaiduServer
 
 from ..helpers import MakeClient, RecordingSleep
-
-
-class Telemetry:
-    """What the instrumentation exported, read back."""
-
-    def __init__(self) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.metrics_data: Any = None
-
-    def finished(self) -> list[ReadableSpan]:
-        return list(self.spans.get_finished_spans())
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [span for span in self.finished() if span.name == name]
-
-    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
-        """(attributes, value) of each data point of metric ``name``; a histogram's value is
-        its count."""
-        self.metrics_data = self.reader.get_metrics_data()
-        found: list[tuple[dict[str, Any], Any]] = []
-        for resource in self.metrics_data.resource_metrics if self.metrics_data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name != name:
-                        continue
-                    for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        if value is None:
-                            value = point.count
-                        found.append((dict(point.attributes), value))
-        return found
-
-    def value(self, name: str, **attributes: Any) -> Any:
-        wanted = {f"baidu_swan_auth.{key}": value for key, value in attributes.items()}
-        values = [
-            value
-            for labels, value in self.points(f"baidu_swan_auth.{name}")
-            if all(labels.get(key) == value for key, value in wanted.items())
-        ]
-        return sum(values) if values else None
-
-    def exported_text(self) -> str:
-        spans = [span.to_json() for span in self.finished()]
-        data = self.reader.get_metrics_data()
-        return "\n".join(spans) + (data.to_json() if data is not None else "")
-
-    def assert_hides(self, *secrets: str) -> None:
-        text = self.exported_text()
-        for secret in secrets:
-            assert secret
-            assert secret not in text
-            assert json.dumps(secret)[1:-1] not in text
-
-
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    exported = Telemetry()
-    instrumentor = BaiduSwanAuthInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=exported.tracer_provider, meter_provider=exported.meter_provider
-    )
-    try:
-        yield exported
-    finally:
-        instrumentor.uninstrument()
-
-
-def _secrets(fake: FakeBaiduServer, *codes: str) -> list[str]:
-    values = [fake.secret, *codes]
-    for code in codes:
-        grant = fake.grant_for(code)
-        values += [grant.openid, grant.session_key]
-    values += fake.tokens_issued
-    return values
+from .telemetry import Telemetry, secrets_of
 
 
 async def test_a_successful_exchange_is_one_span_and_one_call(
@@ -131,7 +47,7 @@ async def test_a_successful_exchange_is_one_span_and_one_call(
     assert telemetry.value("call.duration", api="jscode2sessionkey", outcome="ok") == 1
     assert telemetry.value("attempts", outcome="ok") == 1
     assert telemetry.value("retries") is None
-    telemetry.assert_hides(*_secrets(fake, code))
+    telemetry.assert_hides(*secrets_of(fake, code))
 
 
 async def test_a_retried_exchange_has_its_retry_as_an_event(
@@ -158,7 +74,7 @@ async def test_a_retried_exchange_has_its_retry_as_an_event(
     assert telemetry.value("attempts", outcome="unavailable") == 1
     assert telemetry.value("attempts", outcome="ok") == 1
     assert telemetry.value("calls", outcome="ok") == 1
-    telemetry.assert_hides(*_secrets(fake, code))
+    telemetry.assert_hides(*secrets_of(fake, code))
 
 
 async def test_a_consumed_code_is_an_error_span_with_its_kind(
@@ -180,7 +96,7 @@ async def test_a_consumed_code_is_an_error_span_with_its_kind(
         "transport"
     ]
     assert telemetry.value("calls", outcome="code_consumed") == 1
-    telemetry.assert_hides(*_secrets(fake, code), "invalid_grant")
+    telemetry.assert_hides(*secrets_of(fake, code), "invalid_grant")
 
 
 async def test_a_token_rejection_and_its_renewal(
@@ -217,7 +133,7 @@ async def test_a_token_rejection_and_its_renewal(
     assert telemetry.value("token.rejections", error_code="110") == 1
     assert telemetry.value("token.fetches", outcome="ok") == 2
     assert telemetry.value("calls", operation="token", api="token") == 2
-    telemetry.assert_hides(*_secrets(fake, first, second))
+    telemetry.assert_hides(*secrets_of(fake, first, second))
 
 
 async def test_a_bulk_stream_reports_its_calls_in_flight_and_its_pace(
@@ -234,7 +150,7 @@ async def test_a_bulk_stream_reports_its_calls_in_flight_and_its_pace(
     assert len(telemetry.named("baidu_swan_auth exchange")) == 12
     assert telemetry.points("baidu_swan_auth.bulk.in_flight") == [({}, 0)]
     assert telemetry.points("baidu_swan_auth.bulk.pace") == [({}, 500.0)]
-    telemetry.assert_hides(*_secrets(fake, *codes))
+    telemetry.assert_hides(*secrets_of(fake, *codes))
 
 
 async def test_our_span_is_the_parent_of_the_aiohttp_client_spans(
@@ -256,7 +172,7 @@ async def test_our_span_is_the_parent_of_the_aiohttp_client_spans(
     for span in http:
         assert span.parent is not None
         assert span.parent.span_id == ours.context.span_id
-    telemetry.assert_hides(*_secrets(fake, code))
+    telemetry.assert_hides(*secrets_of(fake, code))
 
 
 async def test_a_url_filter_keeps_a_legacy_gets_secret_out_of_the_aiohttp_client_spans(
@@ -288,7 +204,7 @@ async def test_a_url_filter_keeps_a_legacy_gets_secret_out_of_the_aiohttp_client
     # The caller's URL, recorded before the middleware moved the query into a form body: the
     # filter dropped its query, the secret with it. (Old or new HTTP semantic conventions.)
     assert attributes.get("url.full", attributes.get("http.url")) == LEGACY_ENDPOINT
-    telemetry.assert_hides(*_secrets(fake, code))
+    telemetry.assert_hides(*secrets_of(fake, code))
 
 
 async def test_uninstrumented_calls_export_nothing(

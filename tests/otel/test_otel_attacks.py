@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import string
@@ -18,11 +17,7 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from baidu_swan_auth import (
     ApiError,
@@ -44,82 +39,9 @@ from baidu_swan_auth.testing import (
 )
 
 from ..helpers import MakeClient
+from .telemetry import Telemetry, instrument, secrets_of
 
 # --------------------------------------------------------------------------- helpers
-
-
-class Telemetry:
-    """What the instrumentation exported, read back (as in test_otel.py)."""
-
-    def __init__(self, *processors: SpanProcessor) -> None:
-        self.spans = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
-        for processor in processors:
-            self.tracer_provider.add_span_processor(processor)
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def finished(self) -> list[ReadableSpan]:
-        return list(self.spans.get_finished_spans())
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [span for span in self.finished() if span.name == name]
-
-    def all_points(self) -> list[tuple[str, dict[str, Any], Any]]:
-        data = self.reader.get_metrics_data()
-        found: list[tuple[str, dict[str, Any], Any]] = []
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    for point in metric.data.data_points:
-                        value = getattr(point, "value", None)
-                        if value is None:
-                            value = getattr(point, "count", None)
-                        found.append((metric.name, dict(point.attributes or {}), value))
-        return found
-
-    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
-        return [(labels, value) for metric, labels, value in self.all_points() if metric == name]
-
-    def value(self, name: str, **attributes: Any) -> Any:
-        wanted = {f"baidu_swan_auth.{key}": value for key, value in attributes.items()}
-        values = [
-            value
-            for labels, value in self.points(f"baidu_swan_auth.{name}")
-            if all(labels.get(key) == value for key, value in wanted.items())
-        ]
-        return sum(values) if values else None
-
-    def exported_text(self) -> str:
-        spans = [span.to_json() for span in self.finished()]
-        data = self.reader.get_metrics_data()
-        return "\n".join(spans) + (data.to_json() if data is not None else "")
-
-    def assert_hides(self, *secrets: str) -> None:
-        text = self.exported_text()
-        for secret in secrets:
-            assert secret
-            assert secret not in text
-            assert json.dumps(secret)[1:-1] not in text
-
-
-def _instrument(telemetry: Telemetry) -> BaiduSwanAuthInstrumentor:
-    instrumentor = BaiduSwanAuthInstrumentor()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
-    )
-    return instrumentor
-
-
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    exported = Telemetry()
-    instrumentor = _instrument(exported)
-    try:
-        yield exported
-    finally:
-        instrumentor.uninstrument()
 
 
 @pytest.fixture
@@ -134,15 +56,6 @@ def otel_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFix
         if record.name.startswith("opentelemetry") and record.levelno >= logging.WARNING
     ]
     assert not bad, bad
-
-
-def _secrets(fake: FakeBaiduServer, *codes: str) -> list[str]:
-    values = [fake.secret, *codes]
-    for code in codes:
-        grant = fake.grant_for(code)
-        values += [grant.openid, grant.session_key]
-    values += fake.tokens_issued
-    return values
 
 
 def _current() -> trace.Span:
@@ -196,7 +109,7 @@ async def test_a_span_whose_end_raises_does_not_stay_current_after_the_call(
     fake: FakeBaiduServer, make_client: MakeClient
 ) -> None:
     telemetry = Telemetry(_RaisingOnEnd())
-    instrumentor = _instrument(telemetry)
+    instrumentor = instrument(telemetry)
     try:
         client = make_client()
         assert _no_current_span()
@@ -214,7 +127,7 @@ async def test_a_failing_instrumentation_does_not_log_an_error_per_call_forever(
     fake: FakeBaiduServer, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     telemetry = Telemetry(_RaisingOnEnd())
-    instrumentor = _instrument(telemetry)
+    instrumentor = instrument(telemetry)
     caplog.set_level(logging.ERROR, logger="baidu_swan_auth")
     try:
         client = make_client()
@@ -322,7 +235,7 @@ async def test_concurrent_calls_each_have_their_own_span_under_their_own_parent(
     assert telemetry.value("calls", outcome="ok") == 30
     assert telemetry.value("attempts") == 40
     assert telemetry.value("retries", **{"retry.reason": "unavailable"}) == 10
-    telemetry.assert_hides(*_secrets(fake, *codes))
+    telemetry.assert_hides(*secrets_of(fake, *codes))
 
 
 async def test_no_span_stays_current_after_errors_cancellations_deadlines_and_aclose(
@@ -421,7 +334,7 @@ async def test_attacker_chosen_and_huge_error_text_never_reaches_telemetry(
         with contextlib.suppress(SwanAuthError):
             await client.exchange(code)
     assert len(telemetry.finished()) == 5
-    telemetry.assert_hides(*_secrets(fake, *codes), evil, huge[:64], marker)
+    telemetry.assert_hides(*secrets_of(fake, *codes), evil, huge[:64], marker)
     _assert_bounded_labels(telemetry)
     for span in telemetry.finished():
         assert span.status.description is None or span.status.description in _KINDS
@@ -488,7 +401,7 @@ async def test_v2_renewal_counts_and_parents(
     renewal_parent = tokens[1].parent
     assert renewal_parent is not None
     assert renewal_parent.span_id in {_span_id(span) for span in exchanges[1:]}
-    telemetry.assert_hides(*_secrets(fake, *codes))
+    telemetry.assert_hides(*secrets_of(fake, *codes))
 
 
 @pytest.mark.parametrize("how", ["break", "aclose", "cancel"])
@@ -573,7 +486,7 @@ async def test_instrument_and_uninstrument_repeated_and_from_inside_running_call
     # started uninstrumented, instrumented mid-call: the call stays unobserved
     running = asyncio.create_task(client.exchange(slow[0]))
     await asyncio.sleep(0.01)
-    _instrument(first)
+    instrument(first)
     await running
     assert first.finished() == []
     # started under `first`; uninstrumented and re-instrumented with `second` mid-call
@@ -581,7 +494,7 @@ async def test_instrument_and_uninstrument_repeated_and_from_inside_running_call
     await asyncio.sleep(0.01)
     instrumentor.uninstrument()
     instrumentor.uninstrument()
-    _instrument(second)
+    instrument(second)
     await running
     assert len(first.finished()) == 1
     assert second.finished() == []
@@ -592,7 +505,7 @@ async def test_instrument_and_uninstrument_repeated_and_from_inside_running_call
     assert second.value("calls") == 1
     instrumentor.uninstrument()
     for _ in range(3):
-        _instrument(first)
+        instrument(first)
         instrumentor.uninstrument()
     await client.exchange(fake.issue_code())
     assert len(first.finished()) == 1
@@ -679,5 +592,5 @@ async def test_unionid_and_api_errors_keep_baidus_text_out(
     [unionid] = telemetry.named("baidu_swan_auth unionid")
     assert unionid.attributes is not None
     assert unionid.attributes["baidu_swan_auth.outcome"] == "api_error"
-    telemetry.assert_hides(*_secrets(fake, code), marker)
+    telemetry.assert_hides(*secrets_of(fake, code), marker)
     _assert_bounded_labels(telemetry)
