@@ -105,7 +105,7 @@ def proxy_credential_forms(proxy: str | yarl.URL) -> set[str]:
 def check_code(code: object, what: str = "login code") -> None:
     """Raise ``InvalidInputError`` for a code (or an openid) that cannot be one."""
     if not isinstance(code, str):
-        raise InvalidInputError(f"a {what} must be a str, not {type(code).__name__}")
+        raise InvalidInputError(f"the {what} must be a str, not {type(code).__name__}")
     if not code:
         raise InvalidInputError(f"the {what} is empty")
     try:

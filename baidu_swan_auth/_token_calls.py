@@ -51,13 +51,13 @@ class TokenCalls:
     ) -> None:
         self._engine = engine
         self._holder = holder
-        if store is not None:
-            # Read on every renewal: a store whose timeout bounds nothing would hang them all.
-            check_store_timeout(getattr(store, "timeout", None))
+        store = store if store is not None else MemoryTokenStore()
         self.tokens = TokenSource(
             credentials.client_id,
-            store if store is not None else MemoryTokenStore(),
+            store,
             self._fetch,
+            # Checked here, and read once: a timeout that bounds nothing would hang renewals.
+            store_timeout=check_store_timeout(getattr(store, "timeout", None)),
             lock_ttl=engine.timeout + _LOCK_SLACK,
         )
         self.token_fetch = TokenFetch(

@@ -95,6 +95,7 @@ class TokenSource:
         store: TokenStore,
         fetch: Callable[[], Awaitable[AccessToken]],
         *,
+        store_timeout: float,
         lock_ttl: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -102,6 +103,8 @@ class TokenSource:
         self._store = store
         self._fetch = fetch
         self._lock_ttl = lock_ttl
+        # Read once, checked (a store's attribute could go bad later, outside every bound).
+        self._store_timeout = store_timeout
         self._clock = clock
         self._schedule: _Schedule | None = None
         self._renewal: asyncio.Task[AccessToken | SwanAuthError] | None = None
@@ -202,6 +205,12 @@ class TokenSource:
         except SwanAuthError as error:
             self._renewal_failed()
             return error
+        except Exception as error:  # a bug, or a store misbehaving outside every bound
+            self._renewal_failed()
+            logger.warning("renewing the access token failed unexpectedly", exc_info=False)
+            return SwanAuthError(
+                f"renewing the access token failed unexpectedly ({type(error).__name__})"
+            )
         except asyncio.CancelledError:
             self._renewal_failed()
             return ClientClosedError("the SwanAuthClient was closed while fetching a token")
@@ -224,7 +233,7 @@ class TokenSource:
         store, client_id = self._store, self._client_id
         # The store's work before a fetch shares one bound, so that a store that hangs costs
         # one timeout, not one per command; a failed command skips the rest.
-        before_fetch = asyncio.get_running_loop().time() + store.timeout + _LOCK_WAIT_MARGIN
+        before_fetch = asyncio.get_running_loop().time() + self._store_timeout + _LOCK_WAIT_MARGIN
         if rejected is not None:
             await self._bounded(lambda: store.invalidate(client_id, rejected), None, before_fetch)
         token = await self._stored(rejected, before_fetch)
@@ -245,11 +254,11 @@ class TokenSource:
                 token = await self._fetch()
                 ttl = token.expires_at - self._clock()
                 if ttl > 0 and not self._store_down:
-                    after_fetch = asyncio.get_running_loop().time() + store.timeout
+                    after_fetch = asyncio.get_running_loop().time() + self._store_timeout
                     await self._bounded(lambda: store.set(client_id, token, ttl), None, after_fetch)
         finally:
             if acquired and lock is not None:
-                after_fetch = asyncio.get_running_loop().time() + store.timeout
+                after_fetch = asyncio.get_running_loop().time() + self._store_timeout
                 release = lambda: lock.release()  # noqa: E731, PLW0108 - as acquire above
                 await self._bounded(release, None, after_fetch)
         return token

@@ -446,7 +446,10 @@ async def test_a_fleet_fetches_one_token(
         fetched.append(AccessToken(f"t{len(fetched)}", time.time() + 3600, time.time()))
         return fetched[-1]
 
-    sources = [TokenSource("app", store, fetch, lock_ttl=10) for store in fleet]
+    sources = [
+        TokenSource("app", store, fetch, store_timeout=store.timeout, lock_ttl=10)
+        for store in fleet
+    ]
     tokens = await asyncio.gather(*(source.get(5) for source in sources))
     assert fetched == [tokens[0]] == [tokens[1]]
 
